@@ -58,6 +58,12 @@ class ClassicNet(nn.Module):
         setattr(parent, child, new)
 
     def freeze_features(self, frozen: bool = True) -> None:
-        """Stop (or restart) training the backbone; the head stays trainable."""
-        for p in self.features.parameters():
-            p.requires_grad = not frozen
+        """Stop (or restart) training everything but the final layer.
+
+        The backbone is everything before the class-producing layer, so in torchvision-style
+        layouts (AlexNet, VGG) the hidden fully connected layers freeze too: ``features`` there
+        is only the convolutional trunk, but the head is the last layer alone.
+        """
+        head = {id(p) for p in self.get_classifier().parameters()}
+        for p in self.parameters():
+            p.requires_grad = (not frozen) or id(p) in head
