@@ -1,0 +1,172 @@
+"""The batch pipeline: the whole dataset as one uint8 tensor, batches taken by index.
+
+Why not a ``Dataset`` + ``DataLoader``? For images this small, the per-sample Python of the
+usual loop (index, convert, normalise, collate) costs more than the network itself. Here the
+images stay uint8 on the training device (a quarter of the memory of float32), and each batch
+is gathered, augmented and normalised with a handful of tensor ops on the whole batch
+(airbench's approach; ``benchmarks/`` measures what it buys).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Batch augmentation. ``crop_padding``: random crop after zero-padding by this many pixels
+    (He et al. 2015, section 4.2, use 4 for CIFAR); ``flip``: random horizontal flip (never for
+    digits: a mirrored 2 is not a 2)."""
+
+    crop_padding: int = 0
+    flip: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.flip
+
+
+def fit_to_size(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bring uint8 images (N, C, H, W) to ``size``.
+
+    A small shortfall is zero-padded around the centre (LeCun et al. 1998, section II-A: the
+    28x28 digits sit centred in a 32x32 field, so strokes can reach the edge of the receptive
+    fields); anything else is resized (bilinear, antialiased).
+    """
+    h, w = images.shape[-2:]
+    th, tw = size
+    if (h, w) == (th, tw):
+        return images
+    if 0 <= th - h <= 8 and 0 <= tw - w <= 8:
+        top, left = (th - h) // 2, (tw - w) // 2
+        return F.pad(images, (left, tw - w - left, top, th - h - top))
+    out = F.interpolate(images.float(), size=size, mode="bilinear", antialias=th < h or tw < w,
+                        align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def random_crop_flip(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Augment a uint8 batch (N, C, H, W) with one gather: random crops of the zero-padded
+    batch and random horizontal flips, without a Python loop over samples."""
+    n, c, h, w = images.shape
+    p = augment.crop_padding
+    device = images.device
+    if p > 0:
+        padded = F.pad(images, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(device)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(device)
+    else:
+        padded = images
+        dy = dx = torch.zeros(n, dtype=torch.long, device=device)
+    rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None]
+    cols = torch.arange(w, device=device)[None, :].expand(n, w)
+    if augment.flip:
+        flip = torch.rand(n, generator=generator).to(device) < 0.5
+        cols = torch.where(flip[:, None], cols.flip(1), cols)
+    cols = (dx[:, None] + cols)[:, None, None, :]
+    batch_idx = torch.arange(n, device=device)[:, None, None, None]
+    chan_idx = torch.arange(c, device=device)[None, :, None, None]
+    return padded[batch_idx, chan_idx, rows, cols]
+
+
+class Normalize:
+    """uint8 -> float, then per-channel (x/255 - mean) / std, as one multiply-add."""
+
+    def __init__(self, mean, std, device=None, dtype=torch.float32):
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        std = torch.as_tensor(std, dtype=torch.float32)
+        self.mean, self.std = tuple(mean.tolist()), tuple(std.tolist())
+        self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1).to(device=device, dtype=dtype)
+        self.shift = (-mean / std).view(1, -1, 1, 1).to(device=device, dtype=dtype)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, images.to(self.scale.dtype), self.scale)
+
+
+class BatchLoader:
+    """Iterate over (inputs, labels) batches of an in-memory uint8 dataset.
+
+    ``shuffle`` draws a new order every epoch from ``seed + epoch`` (so a resumed run sees the
+    same batches as an uninterrupted one); with ``world_size > 1`` each rank takes every
+    ``world_size``-th sample of each global batch, so the ranks together see exactly the batches
+    one process would (``batch_size`` is the global batch).
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        mean,
+        std,
+        size: tuple[int, int] | None = None,
+        shuffle: bool = False,
+        augment: Augment | None = None,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < world_size or batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} must be a multiple of the {world_size} processes")
+        self.device = torch.device(device)
+        size = tuple(size) if size is not None else tuple(images.shape[-2:])
+        # Pad once here (cheap, exact); a resize to a much larger size is done per batch, since
+        # holding e.g. CIFAR at 224x224 would take 49x the memory.
+        padded = fit_to_size(images, size) if _is_padding(images.shape[-2:], size) else images
+        self.resize_to = None if padded.shape[-2:] == size else size
+        self.images = padded.to(self.device).contiguous()
+        self.labels = labels.to(self.device, torch.long)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment if augment is not None and augment.active else None
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+        self.rank, self.world_size = rank, world_size
+        self.normalize = Normalize(mean, std, device=self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        n = len(self.labels)
+        return len(self) * self.batch_size if self.drop_last else n
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = idx[self.rank::self.world_size]
+            x = self.images[idx]
+            if self.augment is not None:
+                x = random_crop_flip(x, self.augment, gen)
+            if self.resize_to is not None:
+                x = fit_to_size(x, self.resize_to)
+            x = self.normalize(x).contiguous(memory_format=self.memory_format)
+            yield x, self.labels[idx]
+
+
+def _is_padding(have, want) -> bool:
+    return 0 <= want[0] - have[0] <= 8 and 0 <= want[1] - have[1] <= 8
