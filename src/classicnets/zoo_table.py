@@ -1,0 +1,57 @@
+"""The table of every model: paper, native input, parameters and multiply-adds.
+
+``compute=True`` builds each model and counts (so the table is produced by the package, not
+typed by hand); ``compute=False`` shows the model cards' published figures only.
+"""
+
+from __future__ import annotations
+
+import gc
+
+from .registry import create_model, list_models, model_card
+
+
+def models_table(pattern: str = "*", compute: bool = True) -> list[dict]:
+    rows = []
+    for name in list_models(pattern):
+        card = model_card(name)
+        row = {"name": name, "family": card.family, "paper": card.paper, "reference": card.reference,
+               "input_size": list(card.input_size), "published_params": card.params,
+               "published_macs": card.macs, "introduced": card.introduced,
+               "torchvision": card.torchvision_name}
+        if compute:
+            from .inspect import summary
+
+            model = create_model(name)
+            s = summary(model, card.input_size)
+            row.update(params=s.total_params, macs=s.total_macs)
+            del model, s
+            gc.collect()
+        rows.append(row)
+    return rows
+
+
+def _macs(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def format_models_table(rows: list[dict], markdown: bool = False) -> str:
+    header = ["model", "input (C x H x W)", "params", "multiply-adds", "paper"]
+    body = []
+    for r in rows:
+        params = r.get("params", r["published_params"])
+        macs = r.get("macs", r["published_macs"])
+        body.append([r["name"], " x ".join(map(str, r["input_size"])), f"{params:,}", _macs(macs),
+                     f"{r['paper']} ({r['reference']})"])
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(header)]
+    widths[-1] = len(header[-1])
+    fmt = lambda row: "  ".join(  # noqa: E731
+        (c.rjust(w) if i in (2, 3) else c.ljust(w)) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+    )
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(row) for row in body])
