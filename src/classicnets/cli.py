@@ -1,0 +1,291 @@
+"""The command line: argument parsing only; every command is one library call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ClassicNetsError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    return value
+
+
+def _kwargs(pairs: list[str]) -> dict:
+    """``key=value`` pairs; values parsed as JSON where they parse (numbers, true/false)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ClassicNetsError(f"--model-arg {pair!r}: expected key=value, e.g. shortcut=B")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+def cmd_models(args) -> int:
+    from .zoo_table import models_table
+
+    rows = models_table(args.pattern, compute=not args.fast)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    from .zoo_table import format_models_table
+
+    print(format_models_table(rows))
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .inspect import model_summary
+
+    s = model_summary(args.model, tuple(args.input_size) if args.input_size else None, args.num_classes,
+                      **_kwargs(args.model_arg))
+    print(json.dumps(s.to_dict(), indent=2) if args.format == "json" else s)
+    return 0
+
+
+def cmd_cost(args) -> int:
+    from .inspect import format_cost_table, stack_cost
+
+    layers = []
+    for spec in args.layers:
+        out_c, _, k = spec.partition("x")
+        try:
+            layers.append((int(out_c), int(k) if k else 1))
+        except ValueError:
+            raise ClassicNetsError(f"layer {spec!r}: expected OUT_CHANNELSxKERNEL, e.g. 16x1 or 32x5") from None
+    h, w, c = args.input
+    print(format_cost_table(stack_cost((h, w, c), layers)))
+    return 0
+
+
+def _train_config(args):
+    from .train.loop import TrainConfig
+
+    return TrainConfig(
+        model=args.model, dataset=args.dataset if args.dataset or args.data else "digits",
+        data_dir=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
+        weight_decay=args.weight_decay, schedule=args.schedule,
+        milestones=tuple(args.milestones) if args.milestones else None, warmup_epochs=args.warmup_epochs,
+        warmup_lr=args.warmup_lr, label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
+        augment=args.augment, precision=args.precision, channels_last=args.channels_last,
+        compile=args.compile, device=args.device, threads=args.threads, seed=args.seed,
+        deterministic=not args.nondeterministic, input_size=tuple(args.input_size) if args.input_size else None,
+        train_limit=args.train_limit, model_kwargs=_kwargs(args.model_arg), freeze_features=args.freeze_features,
+        init_from=args.init_from, out=args.out, resume=args.resume, quiet=args.quiet,
+    )
+
+
+def cmd_train(args) -> int:
+    from .train.loop import train
+
+    if args.resume and not args.out:
+        raise ClassicNetsError("--resume needs --out DIR: the run directory to continue")
+    train(_train_config(args))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data,
+                                 split=args.split, out=args.out, device=args.device)
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        from .evaluate import format_evaluation
+
+        print(format_evaluation(result))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .data.folder import IMAGE_EXTENSIONS
+    from .predict import load
+
+    predictor = load(args.checkpoint, device=args.device)
+    paths: list[Path] = []
+    for item in args.inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            paths.append(p)
+    failures = 0
+    results = []
+    for p in paths:
+        try:
+            top = predictor.topk(p, k=args.top)[0]
+        except (ClassicNetsError, OSError) as exc:
+            failures += 1
+            print(f"{p}: error: {exc}", file=sys.stderr)
+            results.append({"file": str(p), "error": str(exc)})
+            continue
+        results.append({"file": str(p), "top": [{"class": c, "probability": q} for c, q in top]})
+        if args.format != "json":
+            print(f"{p}: " + ", ".join(f"{c} {q:.1%}" for c, q in top))
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+    if not paths:
+        raise ClassicNetsError("predict: no image files given (or none found in the directories given)")
+    return 1 if failures == len(paths) else (2 if failures else 0)
+
+
+def cmd_export(args) -> int:
+    from .export import export_checkpoint
+
+    path, check = export_checkpoint(args.checkpoint, args.format, args.output, verify=not args.no_check)
+    print(f"wrote {path}")
+    if check:
+        print(check)
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .data import dataset_info, list_datasets
+
+    for name in list_datasets():
+        info = dataset_info(name)
+        print(f"{name:<14} {info}")
+    return 0
+
+
+# ---- parser -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="classicnets", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"classicnets {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("models", help="list the models: paper, input size, parameters, multiply-adds")
+    s.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
+    s.add_argument("--fast", action="store_true", help="published figures only; do not build the models")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("summary", help="layer-by-layer table: output shape (H x W x C), parameters, multiply-adds")
+    s.add_argument("model")
+    s.add_argument("--input-size", nargs=3, type=_positive_int, metavar=("C", "H", "W"))
+    s.add_argument("--num-classes", type=_positive_int)
+    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.set_defaults(func=cmd_summary)
+
+    s = sub.add_parser("cost", help="multiply-adds of a stack of convolutions (the 1x1 bottleneck example)")
+    s.add_argument("--input", nargs=3, type=_positive_int, metavar=("H", "W", "C"), default=[28, 28, 192])
+    s.add_argument("layers", nargs="*", default=["32x5"], metavar="OUTxK",
+                   help="layers as OUT_CHANNELSxKERNEL, e.g. 16x1 32x5 (default: 32x5)")
+    s.set_defaults(func=cmd_cost)
+
+    s = sub.add_parser("train", help="train a model on a dataset")
+    s.add_argument("model")
+    s.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, cifar10, cifar100")
+    s.add_argument("--data", metavar="DIR", help="where the dataset's files are, or a folder of images "
+                   "(DIR/train/CLASS/*.png, DIR/test/CLASS/*.png) or of IDX files")
+    s.add_argument("--epochs", type=_positive_int)
+    s.add_argument("--batch-size", type=_positive_int)
+    s.add_argument("--lr", type=_positive_float)
+    s.add_argument("--optimizer", choices=["sgd", "adamw"])
+    s.add_argument("--momentum", type=_nonneg_float)
+    s.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument("--weight-decay", type=_nonneg_float)
+    s.add_argument("--schedule", choices=["constant", "step", "cosine", "onecycle"])
+    s.add_argument("--milestones", nargs="+", type=_positive_float, help="step schedule: fractions of training")
+    s.add_argument("--warmup-epochs", type=_nonneg_float)
+    s.add_argument("--warmup-lr", type=_positive_float)
+    s.add_argument("--label-smoothing", type=_nonneg_float, default=0.0)
+    s.add_argument("--grad-clip", type=_positive_float)
+    s.add_argument("--augment", help="none, crop, flip or crop+flip (flips are never used on digits)")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    s.add_argument("--channels-last", action="store_true")
+    s.add_argument("--compile", action="store_true", help="torch.compile the model")
+    s.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
+    s.add_argument("--threads", type=_positive_int)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--nondeterministic", action="store_true", help="allow faster non-deterministic kernels")
+    s.add_argument("--input-size", nargs=2, type=_positive_int, metavar=("H", "W"),
+                   help="train at this size instead of the model's native one")
+    s.add_argument("--train-limit", type=_positive_int, help="use only the first N training images")
+    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
+    s.add_argument("--freeze-features", action="store_true", help="train the head only")
+    s.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint's backbone (transfer)")
+    s.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-DATASET-TIMESTAMP)")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
+    s.add_argument("checkpoint")
+    s.add_argument("--dataset")
+    s.add_argument("--data", metavar="DIR")
+    s.add_argument("--split", default="test", choices=["train", "test"])
+    s.add_argument("--out", metavar="DIR", help="where to write confusion.png (default: the checkpoint's directory)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="top-k classes of images")
+    s.add_argument("checkpoint")
+    s.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
+    s.add_argument("--top", type=_positive_int, default=3)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked against PyTorch")
+    s.add_argument("checkpoint")
+    s.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    s.add_argument("-o", "--output", help="output file (default: next to the checkpoint)")
+    s.add_argument("--no-check", action="store_true", help="skip the output comparison")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("datasets", help="list the built-in datasets")
+    s.set_defaults(func=cmd_datasets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ClassicNetsError as exc:
+        print(f"classicnets {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

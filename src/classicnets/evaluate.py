@@ -1,0 +1,55 @@
+"""Evaluate a checkpoint: accuracy, per-class accuracy, confusion matrix (text, JSON, PNG)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .data.pipeline import BatchLoader
+from .data.sources import load_split
+from .predict import build_from_checkpoint
+from .report import format_confusion, plot_confusion
+from .train import checkpoint as ckpt
+from .train.loop import evaluate_model, pick_device
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
+                        split: str = "test", out: str | os.PathLike | None = None, device: str = "auto",
+                        batch_size: int = 500) -> dict:
+    """Metrics of ``checkpoint`` on a split of a dataset (by default the one it was trained on).
+
+    Writes ``confusion.png`` into ``out`` (default: the checkpoint's directory).
+    """
+    dev = pick_device(device)
+    model, meta = build_from_checkpoint(checkpoint, dev)
+    if dataset is None and data_dir is None:
+        dataset = meta["dataset"]
+        if os.path.sep in dataset or Path(dataset).exists():  # trained from --data DIR
+            dataset, data_dir = None, meta["dataset"]
+    channels, *size = meta["input_size"]
+    data = load_split(dataset, data_dir, split, size=tuple(size), channels=channels, classes=meta["classes"])
+    loader = BatchLoader(data.images, data.labels, batch_size, mean=meta["mean"], std=meta["std"],
+                         size=tuple(size), device=dev)
+    metrics = evaluate_model(model, loader, meta["num_classes"])
+    classes = meta["classes"]
+    out_dir = Path(out) if out else ckpt.resolve(checkpoint).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = plot_confusion(metrics["confusion"], classes, out_dir / "confusion.png",
+                         title=f"{meta['model']} on {data.name}: {metrics['accuracy']:.2%}")
+    return {
+        "checkpoint": str(checkpoint), "model": meta["model"], "data": data.name, "count": metrics["count"],
+        "accuracy": metrics["accuracy"], "loss": metrics["loss"],
+        "per_class_accuracy": dict(zip(classes, metrics["per_class_accuracy"], strict=True)),
+        "classes": classes, "confusion": metrics["confusion"], "confusion_png": str(png),
+    }
+
+
+def format_evaluation(result: dict) -> str:
+    lines = [f"{result['model']} on {result['data']}: accuracy {result['accuracy']:.2%} "
+             f"({round(result['accuracy'] * result['count'])}/{result['count']}), loss {result['loss']:.4f}",
+             "", "per-class accuracy:"]
+    for name, acc in result["per_class_accuracy"].items():
+        lines.append(f"  {name:<16} {acc:7.2%}")
+    lines += ["", "confusion matrix (rows: true class):", format_confusion(result["confusion"], result["classes"]),
+              "", f"wrote {result['confusion_png']}"]
+    return "\n".join(lines)

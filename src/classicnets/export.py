@@ -1,0 +1,93 @@
+"""Export a trained checkpoint to ONNX or TorchScript and check the copy against PyTorch.
+
+ONNX export uses PyTorch's ``torch.export``-based exporter (needs the ``onnx`` extra:
+``pip install 'classicnets[onnx]'``); the check runs the file in ONNX Runtime on a batch of
+inputs and compares the logits with the PyTorch model's.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from .errors import ClassicNetsError
+from .predict import build_from_checkpoint
+from .train import checkpoint as ckpt
+
+ATOL = 1e-4  # float32 logits of the same graph, run by two engines
+
+
+def _example_input(meta: dict, batch: int = 4) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(batch, *meta["input_size"], generator=gen)
+
+
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ClassicNetsError("ONNX export needs the optional extra: pip install 'classicnets[onnx]'") from exc
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"],
+                          output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False)
+    return path
+
+
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but still the portable C++ format
+        traced = torch.jit.trace(model, example)
+    ckpt.atomic_write(path, lambda tmp: traced.save(str(tmp)))
+    return path
+
+
+def check_onnx(path: Path, model: torch.nn.Module, example: torch.Tensor) -> float:
+    """Max abs difference between ONNX Runtime's logits and PyTorch's."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ClassicNetsError("the ONNX check needs onnxruntime: pip install 'classicnets[onnx]'") from exc
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"input": example.numpy()})[0])
+    with torch.no_grad():
+        want = model(example)
+    return float((got - want).abs().max())
+
+
+def check_torchscript(path: Path, model: torch.nn.Module, example: torch.Tensor) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    with torch.no_grad():
+        return float((loaded(example) - model(example)).abs().max())
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "onnx", output: str | os.PathLike | None = None,
+                      verify: bool = True) -> tuple[Path, str]:
+    """Write the model of ``checkpoint`` as ``fmt`` ("onnx" or "torchscript"); return the path and,
+    with ``verify``, a line reporting the output difference (raises if over tolerance)."""
+    model, meta = build_from_checkpoint(checkpoint, "cpu")
+    src = ckpt.resolve(checkpoint)
+    suffix = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}.get(fmt)
+    if suffix is None:
+        raise ClassicNetsError(f"--format {fmt!r}: expected onnx or torchscript")
+    path = Path(output) if output else src.with_name(src.name.split(".")[0] + suffix)
+    # A batch size other than the traced one proves the exported batch dimension is dynamic.
+    example, probe = _example_input(meta, 2), _example_input(meta, 5)
+    if fmt == "onnx":
+        export_onnx(model, example, path)
+        diff = check_onnx(path, model, probe) if verify else None
+    else:
+        export_torchscript(model, example, path)
+        diff = check_torchscript(path, model, probe) if verify else None
+    if diff is None:
+        return path, ""
+    if not diff <= ATOL:
+        raise ClassicNetsError(f"{path}: exported outputs differ from PyTorch's by {diff:.3g} (tolerance {ATOL})")
+    return path, f"check: max |{fmt} - pytorch| = {diff:.2e} on 5 inputs (tolerance {ATOL})"

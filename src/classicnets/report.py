@@ -1,0 +1,76 @@
+"""Figures and tables at the end of the pipeline: learning curves, confusion matrices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed, works headless and in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
+    """Train/test loss and accuracy against epoch, side by side, saved as PNG."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for key, label, style in (("train", "train", "-"), ("test", "test", "--")):
+        pts = [(h["epoch"], h[f"{key}_loss"], h[f"{key}_accuracy"]) for h in history if f"{key}_loss" in h]
+        if pts:
+            e, loss, acc = zip(*pts, strict=True)
+            ax_loss.plot(e, loss, style, marker="o", markersize=3, label=label)
+            ax_acc.plot(e, [100 * a for a in acc], style, marker="o", markersize=3, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str = "") -> Path:
+    """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
+    plt = _pyplot()
+    import numpy as np
+
+    cm = np.asarray(confusion)
+    k = len(classes)
+    side = min(12, 2 + 0.45 * k)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side), constrained_layout=True)
+    im = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    if k <= 30:
+        ax.set_xticks(range(k), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+        if k <= 15:
+            thresh = cm.max() / 2 if cm.size else 0
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if cm[i, j] > thresh else "black")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:
+    """The confusion matrix as an aligned text table."""
+    width = max(5, *(len(str(v)) for row in confusion for v in row)) + 1
+    names = [c[:12] for c in classes]
+    label_w = max(len(n) for n in names) + 1
+    head = " " * label_w + "".join(f"{i:>{width}}" for i in range(len(classes)))
+    lines = [f"{'':<{label_w}}predicted ->", head]
+    for i, row in enumerate(confusion):
+        lines.append(f"{names[i]:<{label_w}}" + "".join(f"{v:>{width}}" for v in row) + f"   ({i})")
+    return "\n".join(lines)

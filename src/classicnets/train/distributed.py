@@ -1,0 +1,64 @@
+"""Distributed training through PyTorch's own engine (``torchrun`` + DDP).
+
+``torchrun --nproc_per_node=N -m classicnets train ...`` sets RANK, WORLD_SIZE and LOCAL_RANK;
+we join the process group (gloo on CPU, NCCL on CUDA) and wrap the model in
+DistributedDataParallel. Rank 0 alone logs and writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device_type: str, timeout_s: float = 300.0) -> DistInfo:
+    """Join the process group described by torchrun's environment variables, if any.
+
+    ``timeout_s`` bounds every collective: a rank that dies makes the others fail with an
+    error after this long instead of waiting forever.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(info.local_rank)
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return info
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
