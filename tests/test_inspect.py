@@ -278,15 +278,7 @@ def _agrees_to_card_precision(ours: int, card: int) -> bool:
 @pytest.mark.parametrize("name", classicnets.list_models())
 def test_every_model_matches_its_card(name):
     card = classicnets.model_card(name)
-    # On the meta device (shapes and counts only, no weights, no arithmetic: milliseconds where
-    # a first CPU forward of a deep net can take seconds), unless the builder itself computes
-    # on tensors (lenet5_1998's bincount), which meta cannot; those are small.
-    try:
-        with torch.device("meta"):
-            model, device = classicnets.create_model(name), "meta"
-    except NotImplementedError:
-        model, device = classicnets.create_model(name), "cpu"
-    s = summary(model, card.input_size, device=device)
+    s = model_summary(name, device="meta")
     assert s.total_params == card.params
     if card.macs is not None:
         assert _agrees_to_card_precision(s.total_macs, card.macs), (s.total_macs, card.macs)

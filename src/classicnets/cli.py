@@ -59,9 +59,12 @@ def cmd_models(args) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
-    from .zoo_table import format_models_table
+    from .zoo_table import format_card, format_models_table
 
     print(format_models_table(rows))
+    if len(rows) == 1:  # one model named: show its whole card
+        print()
+        print(format_card(rows[0]["name"]))
     return 0
 
 
@@ -85,7 +88,7 @@ def cmd_cost(args) -> int:
         except ValueError:
             raise ClassicNetsError(f"layer {spec!r}: expected OUT_CHANNELSxKERNEL, e.g. 16x1 or 32x5") from None
     h, w, c = args.input
-    print(format_cost_table(stack_cost((h, w, c), layers)))
+    print(format_cost_table(stack_cost((h, w, c), layers), in_shape=(h, w, c)))
     return 0
 
 

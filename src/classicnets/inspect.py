@@ -411,12 +411,21 @@ def model_summary(
     """:func:`summary` of a zoo model, at its model card's native input size unless told.
 
     ``num_classes`` and ``model_kwargs`` (e.g. ``shortcut="B"``) go to
-    :func:`classicnets.create_model`.
+    :func:`classicnets.create_model`. With ``device="meta"`` the model is built without weights
+    (shapes and counts only: milliseconds where a first forward of a deep net takes seconds),
+    except where the builder itself computes on tensors (lenet5_1998), which meta cannot.
     """
     from .registry import create_model, model_card
 
     card = model_card(name)
-    model = create_model(name, num_classes=num_classes, **model_kwargs)
+    if torch.device(device).type == "meta":
+        try:
+            with torch.device("meta"):
+                model = create_model(name, num_classes=num_classes, **model_kwargs)
+        except NotImplementedError:
+            model, device = create_model(name, num_classes=num_classes, **model_kwargs), "cpu"
+    else:
+        model = create_model(name, num_classes=num_classes, **model_kwargs)
     s = summary(model, card.input_size if input_size is None else input_size, depth=depth, device=device)
     s.model = name
     return s

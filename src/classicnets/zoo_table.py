@@ -6,9 +6,7 @@ typed by hand); ``compute=False`` shows the model cards' published figures only.
 
 from __future__ import annotations
 
-import gc
-
-from .registry import create_model, list_models, model_card
+from .registry import list_models, model_card
 
 
 def models_table(pattern: str = "*", compute: bool = True) -> list[dict]:
@@ -20,13 +18,10 @@ def models_table(pattern: str = "*", compute: bool = True) -> list[dict]:
                "published_macs": card.macs, "introduced": card.introduced,
                "torchvision": card.torchvision_name}
         if compute:
-            from .inspect import summary
+            from .inspect import model_summary
 
-            model = create_model(name)
-            s = summary(model, card.input_size)
+            s = model_summary(name, device="meta")
             row.update(params=s.total_params, macs=s.total_macs)
-            del model, s
-            gc.collect()
         rows.append(row)
     return rows
 
@@ -34,7 +29,7 @@ def models_table(pattern: str = "*", compute: bool = True) -> list[dict]:
 def _macs(n: int | None) -> str:
     if n is None:
         return "-"
-    return f"{n / 1e9:.2f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
+    return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.2f} M"
 
 
 def format_models_table(rows: list[dict], markdown: bool = False) -> str:
@@ -55,3 +50,17 @@ def format_models_table(rows: list[dict], markdown: bool = False) -> str:
         (c.rjust(w) if i in (2, 3) else c.ljust(w)) for i, (c, w) in enumerate(zip(row, widths, strict=True))
     )
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(row) for row in body])
+
+
+def format_card(name: str) -> str:
+    """A model card as readable text."""
+    card = model_card(name)
+    lines = [f"{name} ({card.family})", f"  paper:        {card.paper}", f"  reference:    {card.reference}",
+             f"  input:        {' x '.join(map(str, card.input_size))} (C x H x W), {card.num_classes} classes",
+             f"  parameters:   {card.params:,}",
+             f"  multiply-add: {_macs(card.macs)}", f"  introduced:   {card.introduced}"]
+    if card.torchvision_name:
+        lines.append(f"  torchvision:  state_dict-compatible with torchvision.models.{card.torchvision_name}")
+    if card.notes:
+        lines.append(f"  notes:        {card.notes}")
+    return "\n".join(lines)

@@ -122,12 +122,18 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def parse_augment(spec: str, dataset: str | None) -> Augment:
-    parts = {p for p in spec.replace(" ", "").split("+") if p and p != "none"}
-    unknown = parts - {"crop", "flip"}
-    if unknown:
-        raise ClassicNetsError(f"--augment {spec!r}: expected none, crop, flip or crop+flip")
-    flip = "flip" in parts and (dataset or "").lower() not in NO_FLIP
-    return Augment(crop_padding=4 if "crop" in parts else 0, flip=flip)
+    """``none``, ``crop`` (4-pixel padding, He et al. 2015), ``crop:N`` (N-pixel padding),
+    ``flip``, or ``crop[:N]+flip``. Flips are dropped for digit datasets."""
+    crop, flip = 0, False
+    for part in spec.replace(" ", "").lower().split("+"):
+        name, _, arg = part.partition(":")
+        if name == "crop" and (not arg or arg.isdigit()):
+            crop = int(arg) if arg else 4
+        elif name == "flip" and not arg:
+            flip = True
+        elif name not in ("none", ""):
+            raise ClassicNetsError(f"--augment {spec!r}: expected none, crop, crop:N, flip or crop[:N]+flip")
+    return Augment(crop_padding=crop, flip=flip and (dataset or "").lower() not in NO_FLIP)
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -1,0 +1,61 @@
+"""Regenerate the README's generated sections from the package itself.
+
+The README's model table, the LeNet-5 summary and the 1x1 cost example are produced by the
+code, not typed: each sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``.
+Run ``.venv/bin/python scripts/update_readme.py`` after changing a model; ``--check`` exits 1
+if the README is out of date (tests/test_readme.py runs that check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def sections() -> dict[str, str]:
+    from classicnets.inspect import format_cost_table, model_summary, stack_cost
+    from classicnets.zoo_table import format_models_table, models_table
+
+    fence = "```"
+    return {
+        "models": format_models_table(models_table(), markdown=True),
+        "summary-lenet5": f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",
+        "cost": (
+            f"{fence}text\n$ classicnets cost 32x5\n{format_cost_table(stack_cost((28, 28, 192), [(32, 5)]), in_shape=(28, 28, 192))}\n\n"
+            f"$ classicnets cost 16x1 32x5\n"
+            f"{format_cost_table(stack_cost((28, 28, 192), [(16, 1), (32, 5)]), in_shape=(28, 28, 192))}\n{fence}"
+        ),
+    }
+
+
+def render(text: str, parts: dict[str, str]) -> str:
+    for name, body in parts.items():
+        pattern = re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"README.md has no <!-- generated:{name} --> section")
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if the README is out of date; write nothing")
+    args = ap.parse_args()
+    old = README.read_text()
+    new = render(old, sections())
+    if args.check:
+        if new != old:
+            print("README.md is out of date: run .venv/bin/python scripts/update_readme.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
