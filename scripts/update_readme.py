@@ -22,13 +22,17 @@ def sections() -> dict[str, str]:
     from classicnets.zoo_table import format_models_table, models_table
 
     fence = "```"
+    lecture = (28, 28, 192)  # the lecture's example input, H x W x C
+
+    def cost(layers):
+        return format_cost_table(stack_cost(lecture, layers), in_shape=lecture)
+
     return {
         "models": format_models_table(models_table(), markdown=True),
         "summary-lenet5": f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",
         "cost": (
-            f"{fence}text\n$ classicnets cost 32x5\n{format_cost_table(stack_cost((28, 28, 192), [(32, 5)]), in_shape=(28, 28, 192))}\n\n"
-            f"$ classicnets cost 16x1 32x5\n"
-            f"{format_cost_table(stack_cost((28, 28, 192), [(16, 1), (32, 5)]), in_shape=(28, 28, 192))}\n{fence}"
+            f"{fence}text\n$ classicnets cost 32x5\n{cost([(32, 5)])}\n\n"
+            f"$ classicnets cost 16x1 32x5\n{cost([(16, 1), (32, 5)])}\n{fence}"
         ),
     }
 

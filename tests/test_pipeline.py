@@ -94,3 +94,13 @@ def test_loader_rejects_bad_arguments():
         BatchLoader(_images(3), torch.zeros(2), 2, mean=(0,), std=(1,))
     with pytest.raises(ValueError, match="multiple"):
         BatchLoader(_images(4), torch.zeros(4), 3, mean=(0,), std=(1,), world_size=2)
+
+
+def test_28x28_digits_reach_lenet5_padded_to_32():
+    import classicnets
+
+    model = classicnets.create_model("lenet5")
+    loader = BatchLoader(_images(4), torch.arange(4), 4, mean=(0.13,), std=(0.31,), size=(32, 32))
+    x, _ = next(iter(loader))
+    assert x.shape == (4, 1, 32, 32)
+    assert model(x).shape == (4, 10)

@@ -1,9 +1,30 @@
-"""classicnets: the landmark convolutional networks, exact to their papers."""
+"""classicnets: the landmark convolutional networks, exact to their papers.
+
+    import classicnets
+    model = classicnets.create_model("resnet56")          # any name in classicnets.list_models()
+    print(classicnets.summary(model, (3, 32, 32)))         # shapes, parameters, multiply-adds
+    predictor = classicnets.load("runs/lenet5-digits-...")  # a trained checkpoint, ready to predict
+"""
 
 from .errors import ClassicNetsError
 from .registry import ModelCard, create_model, list_models, model_card, register_model
 
 __version__ = "0.1.0"
+
+
+def summary(model, input_size, **kwargs):
+    """Layer-by-layer table of a model: see :func:`classicnets.inspect.summary`."""
+    from .inspect import summary as _summary
+
+    return _summary(model, input_size, **kwargs)
+
+
+def load(checkpoint, device="cpu"):
+    """A :class:`~classicnets.predict.Predictor` for a trained checkpoint (run directory or file)."""
+    from .predict import load as _load
+
+    return _load(checkpoint, device=device)
+
 
 __all__ = [
     "ClassicNetsError",
@@ -11,6 +32,8 @@ __all__ = [
     "__version__",
     "create_model",
     "list_models",
+    "load",
     "model_card",
     "register_model",
+    "summary",
 ]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .data.pipeline import BatchLoader
 from .data.sources import load_split
 from .predict import build_from_checkpoint
 from .report import format_confusion, plot_confusion
 from .train import checkpoint as ckpt
-from .train.loop import evaluate_model, pick_device
+from .train.loop import evaluate_model, make_loader, pick_device
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
@@ -22,13 +21,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, dataset: str | None = 
     """
     dev = pick_device(device)
     model, meta = build_from_checkpoint(checkpoint, dev)
-    if dataset is None and data_dir is None:
-        dataset = meta["dataset"]
-        if os.path.sep in dataset or Path(dataset).exists():  # trained from --data DIR
-            dataset, data_dir = None, meta["dataset"]
+    if dataset is None and data_dir is None:  # the data it was trained on
+        dataset, data_dir = meta.get("dataset"), meta.get("data_dir")
     channels, *size = meta["input_size"]
-    data = load_split(dataset, data_dir, split, size=tuple(size), channels=channels, classes=meta["classes"])
-    loader = BatchLoader(data.images, data.labels, batch_size, mean=meta["mean"], std=meta["std"],
+    data = load_split(dataset, data_dir, split, size=tuple(size), channels=channels, classes=meta["classes"],
+                      any_idx_pair=True)
+    loader = make_loader(data, batch_size, mean=meta["mean"], std=meta["std"],
                          size=tuple(size), device=dev)
     metrics = evaluate_model(model, loader, meta["num_classes"])
     classes = meta["classes"]

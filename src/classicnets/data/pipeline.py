@@ -115,19 +115,13 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
     ):
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < world_size or batch_size % world_size:
             raise ValueError(f"batch size {batch_size} must be a multiple of the {world_size} processes")
         self.device = torch.device(device)
-        size = tuple(size) if size is not None else tuple(images.shape[-2:])
-        # Pad once here (cheap, exact); a resize to a much larger size is done per batch, since
-        # holding e.g. CIFAR at 224x224 would take 49x the memory.
-        padded = fit_to_size(images, size) if _is_padding(images.shape[-2:], size) else images
-        self.resize_to = None if padded.shape[-2:] == size else size
-        self.images = padded.to(self.device).contiguous()
+        self.size = tuple(size) if size is not None else None
+        self.images = self._place(images)
         self.labels = labels.to(self.device, torch.long)
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -138,6 +132,18 @@ class BatchLoader:
         self.rank, self.world_size = rank, world_size
         self.normalize = Normalize(mean, std, device=self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def _place(self, images: torch.Tensor) -> torch.Tensor:
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(f"images must be a uint8 tensor (N, C, H, W), got "
+                             f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}")
+        size = self.size or tuple(images.shape[-2:])
+        # Pad once here (cheap, exact); a resize to a much larger size is done per batch, since
+        # holding e.g. CIFAR at 224x224 would take 49x the memory.
+        if _is_padding(images.shape[-2:], size):
+            images = fit_to_size(images, size)
+        self.resize_to = None if tuple(images.shape[-2:]) == size else size
+        return images.to(self.device).contiguous()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -151,21 +157,52 @@ class BatchLoader:
         n = len(self.labels)
         return len(self) * self.batch_size if self.drop_last else n
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+    def _batch_indices(self, gen: torch.Generator) -> list[torch.Tensor]:
+        """This rank's sample indices for each batch of the current epoch."""
         n = len(self.labels)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        order = order.to(self.device)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            idx = idx[self.rank::self.world_size]
-            x = self.images[idx]
+        return [order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world_size]
+                for i in range(len(self))]
+
+    def _uint8_batches(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for idx in batches:
+            idx = idx.to(self.device)
+            yield self.images[idx], self.labels[idx]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        for x, y in self._uint8_batches(self._batch_indices(gen)):
             if self.augment is not None:
                 x = random_crop_flip(x, self.augment, gen)
             if self.resize_to is not None:
                 x = fit_to_size(x, self.resize_to)
-            x = self.normalize(x).contiguous(memory_format=self.memory_format)
-            yield x, self.labels[idx]
+            yield self.normalize(x).contiguous(memory_format=self.memory_format), y
+
+
+class StreamingBatchLoader(BatchLoader):
+    """The same batches, read from disk by worker processes: for image folders larger than
+    memory. ``dataset[i]`` returns ``(uint8 (C, H, W) tensor, label)`` at the final size (as
+    :class:`~classicnets.data.folder.ImageFolderStream` does); augmentation and normalisation
+    still run on whole batches on the training device."""
+
+    def __init__(self, dataset, labels: torch.Tensor, batch_size: int, *, num_workers: int = 2, **kwargs):
+        self.num_workers = num_workers
+        super().__init__(dataset, labels, batch_size, **kwargs)
+
+    def _place(self, dataset):
+        self.resize_to = None
+        return dataset
+
+    def _uint8_batches(self, batches):
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(self.images, batch_sampler=[b.tolist() for b in batches],
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+        for x, y in loader:
+            x = x.to(self.device, non_blocking=True)
+            if self.size is not None and tuple(x.shape[-2:]) != self.size:
+                x = fit_to_size(x, self.size)
+            yield x, y.to(self.device, torch.long, non_blocking=True)
 
 
 def _is_padding(have, want) -> bool:

@@ -13,19 +13,53 @@ recognised by what it holds:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import DataFormatError
-from .imageset import ImageSet, channel_stats
+from .imageset import ImageSet, available_memory, channel_stats
 
 TEST_NAMES = ("test", "val", "valid", "validation")
+# A folder whose decoded images would take more than this share of the available memory is
+# streamed from disk by worker processes instead of loaded (the model and activations need room).
+STREAM_ABOVE_MEMORY_FRACTION = 0.5
+
+
+@dataclass
+class StreamedSet:
+    """A split too large for memory: its images are read from disk batch by batch
+    (:class:`~classicnets.data.pipeline.StreamingBatchLoader`)."""
+
+    stream: torch.utils.data.Dataset  # an ImageFolderStream (or a Subset of one)
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: tuple[int, int, int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, n: int) -> StreamedSet:
+        """The first ``n`` images."""
+        n = min(n, len(self))
+        return StreamedSet(torch.utils.data.Subset(self.stream, range(n)), self.labels[:n], self.classes,
+                           self.name, self.mean, self.std, self.image_size)
 
 
 def load_split(dataset: str | None, data_dir: str | Path | None, split: str, *, size: tuple[int, int],
-               channels: int, classes: list[str] | None = None) -> ImageSet:
-    """The ``split`` ("train" or "test") of a named dataset or of a directory."""
+               channels: int, classes: list[str] | None = None,
+               stream: bool | None = None, any_idx_pair: bool = False) -> ImageSet | StreamedSet:
+    """The ``split`` ("train" or "test") of a named dataset or of a directory.
+
+    An image folder is streamed from disk (a :class:`StreamedSet`) when ``stream`` is True, or
+    when it is None and the decoded images would not fit comfortably in memory. With
+    ``any_idx_pair`` (evaluation), a directory holding a single IDX pair under any names gives
+    that pair whatever the split; training needs distinct train and test pairs.
+    """
     from .datasets import load_dataset
 
     if dataset:
@@ -36,9 +70,9 @@ def load_split(dataset: str | None, data_dir: str | Path | None, split: str, *, 
     if not root.exists():
         raise DataFormatError(f"data directory {root} does not exist")
     if root.is_dir() and _split_dir(root, "train") is not None:
-        return _folder_split(root, split, size, channels, classes)
+        return _folder_split(root, split, size, channels, classes, stream)
     if root.is_dir() and _has_idx(root):
-        return _idx_split(root, split, classes)
+        return _idx_split(root, split, classes, any_idx_pair)
     if _looks_like_cifar(root):
         from .cifar import load_cifar
 
@@ -57,18 +91,27 @@ def _split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def _folder_split(root: Path, split: str, size, channels, classes) -> ImageSet:
-    from .folder import load_image_folder
+def _folder_split(root: Path, split: str, size, channels, classes, stream) -> ImageSet | StreamedSet:
+    from .folder import ImageFolderStream, estimate_bytes, load_image_folder
 
     where = _split_dir(root, split)
     if where is None:
         raise DataFormatError(f"{root}: has train/ but no {'/ '.join(TEST_NAMES)} folder for the {split} split")
-    data = load_image_folder(where, size=size, channels=channels)
-    if split != "train":
+    train_root = _split_dir(root, "train")
+    if stream is None:
+        free = available_memory()
+        needed = estimate_bytes(train_root, size, channels) + estimate_bytes(where, size, channels)
+        stream = free is not None and needed > STREAM_ABOVE_MEMORY_FRACTION * free
+    if stream:
         # Normalise with the training split's statistics, as the model was trained.
-        train_root = _split_dir(root, "train")
-        stats_from = load_image_folder(train_root, size=size, channels=channels)
-        data.mean, data.std = stats_from.mean, stats_from.std
+        mean, std = ImageFolderStream(train_root, size, channels).mean_std()
+        ds = ImageFolderStream(where, size, channels)
+        data = StreamedSet(ds, ds.labels, ds.classes, f"{root.name}/{split}", mean, std, (channels, *size))
+    else:
+        data = load_image_folder(where, size=size, channels=channels, name=f"{root.name}/{split}")
+        if split != "train":
+            stats_from = load_image_folder(train_root, size=size, channels=channels)
+            data.mean, data.std = stats_from.mean, stats_from.std
     _check_classes(data, classes, where)
     return data
 
@@ -77,10 +120,16 @@ def _has_idx(root: Path) -> bool:
     return any(p.name.find("-images-idx") >= 0 or p.name.find("-labels-idx") >= 0 for p in root.iterdir())
 
 
-def _idx_split(root: Path, split: str, classes) -> ImageSet:
-    from .idx import find_idx_pair, read_idx
+def _idx_split(root: Path, split: str, classes, any_pair: bool) -> ImageSet:
+    from .idx import IdxPairNotFoundError, find_idx_pair, read_idx
 
-    images_path, labels_path = find_idx_pair(root, split)
+    try:
+        images_path, labels_path = find_idx_pair(root, split)
+    except IdxPairNotFoundError:
+        if not any_pair:
+            raise
+        # One pair under other names (e.g. a user's own test set): it is the split asked for.
+        images_path, labels_path = find_idx_pair(root, None)
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.ndim != 3:

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..data.pipeline import Augment, BatchLoader
-from ..data.sources import load_split
+from ..data.pipeline import Augment, BatchLoader, StreamingBatchLoader
+from ..data.sources import StreamedSet, load_split
 from ..errors import CheckpointError, ClassicNetsError, TrainingError
 from ..registry import create_model, model_card
 from . import checkpoint as ckpt
@@ -240,8 +240,8 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
         raise ClassicNetsError(
             f"train and test splits disagree on the classes: {train_set.classes} vs {test_set.classes}")
     if cfg.train_limit:
-        train_set.images, train_set.labels = train_set.images[:cfg.train_limit], train_set.labels[:cfg.train_limit]
-    in_channels = train_set.images.shape[1]
+        train_set = _head(train_set, cfg.train_limit)
+    in_channels = train_set.image_size[0]
     classes = list(train_set.classes)
 
     model = create_model(cfg.model, num_classes=len(classes), in_channels=in_channels, **cfg.model_kwargs)
@@ -255,11 +255,10 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
 
     loader_args = dict(mean=train_set.mean, std=train_set.std, size=size, device=device,
                        channels_last=cfg.channels_last, rank=dist_info.rank, world_size=dist_info.world_size)
-    train_loader = BatchLoader(train_set.images, train_set.labels, cfg.batch_size, shuffle=True,
-                               augment=parse_augment(cfg.augment, cfg.dataset), drop_last=dist_info.enabled,
-                               seed=cfg.seed, **loader_args)
+    train_loader = make_loader(train_set, cfg.batch_size, shuffle=True, augment=parse_augment(cfg.augment, cfg.dataset),
+                               drop_last=dist_info.enabled, seed=cfg.seed, **loader_args)
     eval_bs = max(256, cfg.batch_size) // dist_info.world_size * dist_info.world_size
-    test_loader = BatchLoader(test_set.images, test_set.labels, eval_bs, **loader_args)
+    test_loader = make_loader(test_set, eval_bs, **loader_args)
 
     optimizer = make_optimizer(cfg, model)
     steps_per_epoch = len(train_loader)
@@ -277,8 +276,9 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
         "format": ckpt.FORMAT, "package_version": __version__, "model": cfg.model,
         "model_kwargs": cfg.model_kwargs, "num_classes": len(classes), "in_channels": in_channels,
         "classes": classes, "input_size": [in_channels, *size],
-        "data_size": list(train_set.images.shape[-2:]), "mean": list(train_set.mean),
-        "std": list(train_set.std), "dataset": cfg.dataset or str(cfg.data_dir),
+        "data_size": list(train_set.image_size[1:]), "mean": list(train_set.mean),
+        "std": list(train_set.std), "dataset": cfg.dataset,
+        "data_dir": str(Path(cfg.data_dir).resolve()) if cfg.data_dir else None,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
     }
     start_epoch, history = 0, []
@@ -373,6 +373,20 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
             f"{train_seconds:.1f}s of training; wrote {out}/model.safetensors, metrics.jsonl, curves.png")
     model.eval()
     return TrainResult(out, history, final.get("test_accuracy", float("nan")), train_seconds, model)
+
+
+def make_loader(data, batch_size: int, **kwargs) -> BatchLoader:
+    """A batch loader for an in-memory split, or a streaming one for a split read from disk."""
+    if isinstance(data, StreamedSet):
+        return StreamingBatchLoader(data.stream, data.labels, batch_size, **kwargs)
+    return BatchLoader(data.images, data.labels, batch_size, **kwargs)
+
+
+def _head(data, n: int):
+    """The first ``n`` training images (quick experiments)."""
+    if isinstance(data, StreamedSet):
+        return data.head(n)
+    return dataclasses.replace(data, images=data.images[:n], labels=data.labels[:n])
 
 
 def _stop_non_finite(out: Path, epoch: int, step: int):
