@@ -18,6 +18,7 @@ from .predict import build_from_checkpoint
 from .train import checkpoint as ckpt
 
 ATOL = 1e-4  # float32 logits of the same graph, run by two engines
+ONNX_SINGLE_FILE_LIMIT = 1 << 30  # bytes of weights; protobuf caps one file at 2 GiB
 
 
 def _example_input(meta: dict, batch: int = 4) -> torch.Tensor:
@@ -32,10 +33,14 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Pa
     except ImportError as exc:
         raise ClassicNetsError("ONNX export needs the optional extra: pip install 'classicnets[onnx]'") from exc
     batch = torch.export.Dim("batch", min=1, max=65536)
+    # One self-contained file where protobuf allows it; the exporter's default puts the
+    # weights of any model in a separate PATH.data file that must travel with it.
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"],
-                          output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False)
+                          output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False,
+                          external_data=weight_bytes >= ONNX_SINGLE_FILE_LIMIT)
     return path
 
 
@@ -78,6 +83,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "onnx", output: 
     if suffix is None:
         raise ClassicNetsError(f"--format {fmt!r}: expected onnx or torchscript")
     path = Path(output) if output else src.with_name(src.name.split(".")[0] + suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
     # A batch size other than the traced one proves the exported batch dimension is dynamic.
     example, probe = _example_input(meta, 2), _example_input(meta, 5)
     if fmt == "onnx":

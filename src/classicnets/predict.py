@@ -163,8 +163,17 @@ class Predictor:
 
 
 def _resize(t: torch.Tensor, size) -> torch.Tensor:
-    out = torch.nn.functional.interpolate(t.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-    return out.round().clamp(0, 255).to(torch.uint8)
+    """Arrays of another size go through :func:`convert_image` like image files do (cover, then
+    centre-crop), so an array and the same picture as a file give the same prediction."""
+    from PIL import Image
+
+    from .data.folder import convert_image
+
+    channels = t.shape[1]
+    pixels = t.permute(0, 2, 3, 1).contiguous().numpy()  # (N, H, W, C): Pillow's layout
+    if channels == 1:
+        pixels = pixels[..., 0]
+    return torch.stack([convert_image(Image.fromarray(a), size=size, channels=channels) for a in pixels])
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:

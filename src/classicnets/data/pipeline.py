@@ -50,23 +50,29 @@ def fit_to_size(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def random_crop_flip(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+def random_crop_flip(images: torch.Tensor, augment: Augment, generator: torch.Generator, *,
+                     batch: int | None = None, rank: int = 0, world_size: int = 1) -> torch.Tensor:
     """Augment a uint8 batch (N, C, H, W) with one gather: random crops of the zero-padded
-    batch and random horizontal flips, without a Python loop over samples."""
+    batch and random horizontal flips, without a Python loop over samples.
+
+    With ``world_size > 1``, ``images`` are samples ``rank::world_size`` of a global batch of
+    ``batch`` samples: the random draws are made for the whole global batch and this rank's
+    share is used, so the ranks together augment exactly as one process would."""
     n, c, h, w = images.shape
+    draws, mine = (n if batch is None else batch), slice(rank, None, world_size)
     p = augment.crop_padding
     device = images.device
     if p > 0:
         padded = F.pad(images, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(device)
-        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(device)
+        dy = torch.randint(0, 2 * p + 1, (draws,), generator=generator)[mine].to(device)
+        dx = torch.randint(0, 2 * p + 1, (draws,), generator=generator)[mine].to(device)
     else:
         padded = images
         dy = dx = torch.zeros(n, dtype=torch.long, device=device)
     rows = (dy[:, None] + torch.arange(h, device=device))[:, None, :, None]
     cols = torch.arange(w, device=device)[None, :].expand(n, w)
     if augment.flip:
-        flip = torch.rand(n, generator=generator).to(device) < 0.5
+        flip = torch.rand(draws, generator=generator)[mine].to(device) < 0.5
         cols = torch.where(flip[:, None], cols.flip(1), cols)
     cols = (dx[:, None] + cols)[:, None, None, :]
     batch_idx = torch.arange(n, device=device)[:, None, None, None]
@@ -171,9 +177,12 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        for x, y in self._uint8_batches(self._batch_indices(gen)):
+        n = len(self.labels)
+        for i, (x, y) in enumerate(self._uint8_batches(self._batch_indices(gen))):
             if self.augment is not None:
-                x = random_crop_flip(x, self.augment, gen)
+                batch = min(self.batch_size, n - i * self.batch_size)  # the global batch
+                x = random_crop_flip(x, self.augment, gen, batch=batch, rank=self.rank,
+                                     world_size=self.world_size)
             if self.resize_to is not None:
                 x = fit_to_size(x, self.resize_to)
             yield self.normalize(x).contiguous(memory_format=self.memory_format), y

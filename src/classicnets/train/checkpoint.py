@@ -41,6 +41,17 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# safetensors writes through a private temporary file (mode 0600); files are given the mode
+# ``open()`` would have given them, so people who may read model.json may read the weights too.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)``, then move the finished file over ``path``.
 
@@ -53,6 +64,7 @@ def atomic_write(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -77,7 +89,14 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> No
     """Write tensors plus a JSON metadata dict into one safetensors file, atomically."""
     header = {META_KEY: json.dumps(meta, sort_keys=True)}
     tensors = _cpu_tensors(tensors)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, str(tmp), metadata=header)
+        except SafetensorError as exc:  # how safetensors reports I/O errors, e.g. a full disk
+            raise OSError(str(exc)) from exc
+
+    atomic_write(path, write)
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

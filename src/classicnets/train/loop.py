@@ -218,9 +218,16 @@ def train(cfg: TrainConfig) -> TrainResult:
     dist_info = init_from_env(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
+    # Process-wide settings a run changes, put back afterwards: a notebook that trains and then
+    # runs other code must not be left in deterministic mode or on one thread.
+    threads = torch.get_num_threads()
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
     try:
         return _train(cfg, device, dist_info)
     finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         shutdown(dist_info)
 
 
@@ -245,6 +252,10 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
     classes = list(train_set.classes)
 
     model = create_model(cfg.model, num_classes=len(classes), in_channels=in_channels, **cfg.model_kwargs)
+    if dist_info.rank > 0:
+        # Same initial weights on every rank (DDP also broadcasts rank 0's), but each rank its
+        # own dropout masks from here on.
+        torch.manual_seed(cfg.seed + 1_000_003 * dist_info.rank)
     if cfg.init_from:
         _init_backbone(model, cfg.init_from)
     if cfg.freeze_features:
@@ -287,6 +298,8 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
         log(f"resuming {out} after epoch {start_epoch}")
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp-*"):  # left by a run killed in the middle of a write
+            stale.unlink(missing_ok=True)
         ckpt.atomic_write_text(out / "config.json", json.dumps(meta["config"], indent=2))
 
     ddp_model = model
@@ -345,7 +358,8 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
         stats = torch.stack([loss_sum, correct.double(), seen_t])
         all_reduce_sum(stats, dist_info)
         train_loss, train_acc = float(stats[0] / stats[2]), float(stats[1] / stats[2])
-        if not math.isfinite(train_loss):
+        # The epoch's last update can make the weights non-finite while its loss was still finite.
+        if not math.isfinite(train_loss) or not _all_finite(model):
             _stop_non_finite(out, epoch, step)
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
@@ -368,7 +382,7 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
     if dist_info.is_main and history:
         from ..report import plot_curves
 
-        plot_curves(history, out / "curves.png", title=f"{cfg.model} on {train_set.name}")
+        plot_curves(history, out / "curves.png", title=f"{cfg.model} on {train_set.name.split('/')[0]}")
         log(f"done: test accuracy {final.get('test_accuracy', float('nan')):.4f} after {cfg.epochs} epochs, "
             f"{train_seconds:.1f}s of training; wrote {out}/model.safetensors, metrics.jsonl, curves.png")
     model.eval()
@@ -387,6 +401,10 @@ def _head(data, n: int):
     if isinstance(data, StreamedSet):
         return data.head(n)
     return dataclasses.replace(data, images=data.images[:n], labels=data.labels[:n])
+
+
+def _all_finite(model: nn.Module) -> bool:
+    return all(bool(t.isfinite().all()) for t in model.state_dict().values() if t.is_floating_point())
 
 
 def _stop_non_finite(out: Path, epoch: int, step: int):
@@ -423,6 +441,15 @@ def _resume(out: Path, model: nn.Module, optimizer, cfg: TrainConfig) -> tuple[i
     tensors, meta = ckpt.read_tensors(path)
     if meta.get("model") != cfg.model:
         raise CheckpointError(f"--resume: {path} holds a {meta.get('model')!r} run, not {cfg.model!r}")
+    # Settings that decide which batches come next and where the schedule stands: a resumed run
+    # must share them to continue the same run (the learning rate itself may change).
+    before = meta.get("config", {})
+    changed = [f"--{k.replace('_', '-')} {before.get(k)!r} -> {getattr(cfg, k)!r}"
+               for k in ("dataset", "batch_size", "train_limit", "seed")
+               if k in before and _plain(before[k]) != _plain(getattr(cfg, k))]
+    if changed:
+        raise CheckpointError(f"--resume: {path} was trained with other settings ({'; '.join(changed)}); "
+                              f"resume with the same ones, or start a new run in another --out")
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights, strict=True)
@@ -431,6 +458,10 @@ def _resume(out: Path, model: nn.Module, optimizer, cfg: TrainConfig) -> tuple[i
         raise CheckpointError(f"--resume: {path} does not match this model/optimizer: {exc}") from exc
     torch.set_rng_state(tensors["rng.torch"])
     return int(meta["epoch"]), list(meta["history"])
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _init_backbone(model: nn.Module, path: str) -> None:
