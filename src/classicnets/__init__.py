@@ -4,6 +4,7 @@
     model = classicnets.create_model("resnet56")          # any name in classicnets.list_models()
     print(classicnets.summary(model, (3, 32, 32)))         # shapes, parameters, multiply-adds
     predictor = classicnets.load("runs/lenet5-digits-...")  # a trained checkpoint, ready to predict
+    classicnets.draw("resnet34")                          # the network as a figure
 """
 
 from .errors import ClassicNetsError
@@ -26,14 +27,31 @@ def load(checkpoint, device="cpu"):
     return _load(checkpoint, device=device)
 
 
+def draw(model, input_size=None, **kwargs):
+    """The network as a picture (a matplotlib Figure): see :func:`classicnets.drawing.draw`."""
+    from .drawing import draw as _draw
+
+    return _draw(model, input_size, **kwargs)
+
+
+def show(checkpoint, image, **kwargs):
+    """First-layer filters and per-stage feature maps of a trained model on an image (a list of
+    matplotlib Figures): see :func:`classicnets.pictures.show`."""
+    from .pictures import show as _show
+
+    return _show(checkpoint, image, **kwargs)
+
+
 __all__ = [
     "ClassicNetsError",
     "ModelCard",
     "__version__",
     "create_model",
+    "draw",
     "list_models",
     "load",
     "model_card",
     "register_model",
+    "show",
     "summary",
 ]

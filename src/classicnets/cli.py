@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,12 @@ def _positive_float(text: str) -> float:
 
 
 def _nonneg_float(text: str) -> float:
-    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -175,6 +181,30 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_draw(args) -> int:
+    from .drawing import draw, save
+
+    output = Path(args.output or f"{args.model}.svg")
+    if output.suffix.lower() not in (".svg", ".png", ".pdf"):
+        raise ClassicNetsError(f"-o {output}: expected a .svg, .png or .pdf file name")
+    try:
+        fig = draw(args.model, tuple(args.input_size) if args.input_size else None, **_kwargs(args.model_arg))
+    except ValueError as exc:  # an input size the model cannot take
+        raise ClassicNetsError(str(exc)) from exc
+    print(f"wrote {save(fig, output)}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .pictures import show
+    from .train.checkpoint import resolve
+
+    out = Path(args.output) if args.output else resolve(args.checkpoint).parent
+    for fig in show(args.checkpoint, args.image, out=out, channels=args.channels, device=args.device):
+        print(f"wrote {out / fig.get_label()}.png")
+    return 0
+
+
 def cmd_datasets(args) -> int:
     from .data import dataset_info, list_datasets
 
@@ -273,6 +303,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-check", action="store_true", help="skip the output comparison")
     s.set_defaults(func=cmd_export)
 
+    s = sub.add_parser("draw", help="draw a network: feature-map volumes, stages and shortcuts, as SVG or PNG")
+    s.add_argument("model")
+    s.add_argument("--input-size", nargs=3, type=_positive_int, metavar=("C", "H", "W"))
+    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
+    s.add_argument("-o", "--output", metavar="FILE", help="a .svg, .png or .pdf file (default: MODEL.svg)")
+    s.set_defaults(func=cmd_draw)
+
+    s = sub.add_parser("show", help="first-layer filters and each stage's feature maps of a trained model on an image")
+    s.add_argument("checkpoint")
+    s.add_argument("image")
+    s.add_argument("-o", "--output", metavar="DIR", help="where to write the PNGs (default: the checkpoint's folder)")
+    s.add_argument("--channels", type=_positive_int, default=16, help="feature maps per stage (the most active)")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_show)
+
     s = sub.add_parser("datasets", help="list the built-in datasets")
     s.set_defaults(func=cmd_datasets)
     return p
@@ -288,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`classicnets models | head`): stop quietly, as Unix tools do.
+        # stdout is pointed at devnull so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
