@@ -59,6 +59,11 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown(info: DistInfo) -> None:
+def shutdown(info: DistInfo, clean: bool = True) -> None:
+    """Leave the process group. After a clean run every rank first waits for the others (rank 0
+    writes the curves after the last epoch), so no rank tears down gloo's connections while a
+    peer still uses them; after an error, leave at once."""
     if info.enabled and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()

@@ -223,12 +223,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     threads = torch.get_num_threads()
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
+    clean = False
     try:
-        return _train(cfg, device, dist_info)
+        result = _train(cfg, device, dist_info)
+        clean = True
+        return result
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
-        shutdown(dist_info)
+        shutdown(dist_info, clean=clean)
 
 
 def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainResult:
