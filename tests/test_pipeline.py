@@ -104,3 +104,18 @@ def test_28x28_digits_reach_lenet5_padded_to_32():
     x, _ = next(iter(loader))
     assert x.shape == (4, 1, 32, 32)
     assert model(x).shape == (4, 10)
+
+
+def test_crop_and_flip_equal_a_per_sample_reference():
+    x = _images(40, c=3, h=10, w=12)
+    for augment in (Augment(crop_padding=2), Augment(crop_padding=4, flip=True), Augment(flip=True)):
+        got = random_crop_flip(x, augment, torch.Generator().manual_seed(7))
+        g = torch.Generator().manual_seed(7)  # the same draws, in the same order
+        p = augment.crop_padding
+        dy = torch.randint(0, 2 * p + 1, (40,), generator=g) if p else torch.zeros(40, dtype=torch.long)
+        dx = torch.randint(0, 2 * p + 1, (40,), generator=g) if p else torch.zeros(40, dtype=torch.long)
+        flip = torch.rand(40, generator=g) < 0.5 if augment.flip else torch.zeros(40, dtype=torch.bool)
+        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        for i in range(40):
+            want = padded[i, :, dy[i]:dy[i] + 10, dx[i]:dx[i] + 12]
+            assert torch.equal(got[i], want.flip(-1) if flip[i] else want), (augment, i)

@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grad-clip", type=_positive_float)
     s.add_argument("--augment", help="none, crop, flip or crop+flip (flips are never used on digits)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
-    s.add_argument("--channels-last", action="store_true")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (default: the recipe's; on for LeNet-5)")
     s.add_argument("--compile", action="store_true", help="torch.compile the model")
     s.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     s.add_argument("--threads", type=_positive_int)

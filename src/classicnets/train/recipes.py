@@ -17,7 +17,7 @@ RECIPES: list[tuple[str, dict]] = [
     ("lenet5_1998", dict(epochs=15, batch_size=64, optimizer="sgd", lr=0.003, momentum=0.9, nesterov=True,
                          weight_decay=0.0, schedule="onecycle", augment="crop:2+flip")),
     ("lenet5*", dict(epochs=15, batch_size=64, optimizer="sgd", lr=0.03, momentum=0.9, nesterov=True,
-                     weight_decay=5e-4, schedule="onecycle", augment="crop:2+flip")),
+                     weight_decay=5e-4, schedule="onecycle", augment="crop:2+flip", channels_last=True)),
     # He et al. 2015, section 4.2: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, lr/10 at
     # 32k and 48k iterations, stop at 64k (= 50% and 75% of training; ~164 epochs on 50k images).
     ("resnet110", dict(epochs=164, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
