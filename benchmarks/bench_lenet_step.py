@@ -246,11 +246,10 @@ KEPT = {
 NOTES = """
 ## Notes
 
-* The machine was shared with other engineers' jobs (load average 2-6 on 2 cores) while these
-  ran. Two-thread steps are very sensitive to that: an OpenMP team whose second thread is
-  descheduled waits for it, so a burst of load can cut 2-thread throughput 10-50x while a
-  1-thread step loses little. Short samples (2 steps) and many interleaved rounds keep the
-  medians comparable; compare ratios within one table, not absolute numbers across runs.
+* Two-thread steps are very sensitive to other load on a 2-core machine: an OpenMP team whose
+  second thread is descheduled waits for it, so a burst of load can cut 2-thread throughput
+  10-50x while a 1-thread step loses little. Short samples (2 steps) and many interleaved rounds
+  keep the medians comparable; compare ratios within one table, not absolute numbers across runs.
 * An exact 2x2 max pool written with `torch.maximum` over strided views and a hand-written
   backward (first maximum wins, as `max_pool2d`) was also tried: one pool's forward+backward took
   836 us instead of 1,869 (1 thread, 64x6x28x28), but the whole 2-thread step gained nothing
