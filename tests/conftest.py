@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import classicnets
 from classicnets.cli import main
 from classicnets.train.loop import TrainConfig, train
 
@@ -82,3 +83,24 @@ def cli(capsys):
 def temp_files(directory: Path) -> list[str]:
     """Names of leftover temporary files: ours (``.NAME.tmp-PID``) and safetensors' (``.tmpXXXXXX``)."""
     return sorted(p.name for p in Path(directory).iterdir() if p.name.startswith(".") and ".tmp" in p.name)
+
+
+# ---- the zoo: models without weights, torchvision's state_dict keys ---------------------------
+
+TORCHVISION_KEYS = Path(__file__).parent / "data" / "torchvision_keys"
+
+
+def meta_model(name: str, **kwargs) -> torch.nn.Module:
+    """A zoo model on the meta device: shapes and counts only, nothing allocated, so even the
+    140M-parameter VGGs build instantly."""
+    with torch.device("meta"):
+        return classicnets.create_model(name, **kwargs)
+
+
+def torchvision_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
+    """torchvision's state_dict of ``name`` as (key, shape) rows, from tests/data/torchvision_keys."""
+    rows = []
+    for line in (TORCHVISION_KEYS / f"{name}.txt").read_text().splitlines():
+        key, shape = line.split()
+        rows.append((key, () if shape == "()" else tuple(int(d) for d in shape.split(","))))
+    return rows

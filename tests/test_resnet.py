@@ -4,7 +4,6 @@ torchvision's state_dict layout, zero-init residuals, He initialisation."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,7 @@ from torch import nn
 
 import classicnets
 from classicnets.models.resnet import BasicBlock, Bottleneck, PadShortcut
-
-KEYS = Path(__file__).parent / "data" / "torchvision_keys"
+from conftest import meta_model, torchvision_keys
 
 # Exact trainable parameters of the default models.
 IMAGENET = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
@@ -24,18 +22,6 @@ PARAMS = {**IMAGENET, **PLAIN_IMAGENET,
           **{f"resnet{d}": n for d, n in CIFAR.items()}, **{f"plain{d}": n for d, n in CIFAR.items()}}
 
 
-def meta_model(name: str, **kwargs) -> nn.Module:
-    # Shapes and counts only: the meta device allocates nothing.
-    with torch.device("meta"):
-        return classicnets.create_model(name, **kwargs)
-
-
-def torchvision_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    rows = []
-    for line in (KEYS / f"{name}.txt").read_text().splitlines():
-        key, shape = line.split()
-        rows.append((key, () if shape == "()" else tuple(int(d) for d in shape.split(","))))
-    return rows
 
 
 def n_params(model: nn.Module) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,7 @@ from torch import nn
 
 import classicnets
 from classicnets.models.vgg import CONFIGS, VGG
-
-KEYS = Path(__file__).parent / "data" / "torchvision_keys"
+from conftest import meta_model, torchvision_keys
 
 # Exact trainable parameters (torchvision's numbers for the same models).
 PARAMS = {
@@ -21,18 +19,6 @@ PARAMS = {
 }
 
 
-def meta_model(name: str, **kwargs) -> nn.Module:
-    # Shapes and counts only: the meta device allocates nothing, so 140M-parameter nets build instantly.
-    with torch.device("meta"):
-        return classicnets.create_model(name, **kwargs)
-
-
-def torchvision_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
-    rows = []
-    for line in (KEYS / f"{name}.txt").read_text().splitlines():
-        key, shape = line.split()
-        rows.append((key, () if shape == "()" else tuple(int(d) for d in shape.split(","))))
-    return rows
 
 
 @pytest.fixture(scope="module")
