@@ -283,3 +283,27 @@ def test_stale_temporary_files_of_a_killed_write_are_removed(run_dir):
     stale.write_bytes(b"half a file")
     train(tiny_config(run_dir, epochs=2, resume=False))
     assert not stale.exists()
+
+
+# ---- the options of a run -------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [
+    dict(precision="bf16"),  # bf16 autocast on the CPU
+    dict(optimizer="adamw", lr=1e-3, schedule="cosine", warmup_epochs=0.5, label_smoothing=0.1, grad_clip=1.0),
+    dict(schedule="step", milestones=(0.5,), channels_last=False, augment="crop+flip"),
+])
+def test_training_options_run_and_learn(tmp_path, options):
+    result = train(tiny_config(tmp_path, epochs=2, train_limit=2048, **options))
+    assert result.history[-1]["test_accuracy"] > 0.3  # 64 steps on 2,048 digits: well above chance (0.1)
+    config = json.loads((tmp_path / "config.json").read_text())
+    for key, value in options.items():
+        assert config[key] == (list(value) if isinstance(value, tuple) else value)
+
+
+def test_unknown_optimizer_and_augment_are_named(tmp_path):
+    from classicnets.errors import ClassicNetsError
+
+    with pytest.raises(ClassicNetsError, match="--optimizer 'lbfgs'"):
+        train(tiny_config(tmp_path, optimizer="lbfgs"))
+    with pytest.raises(ClassicNetsError, match="--augment 'rotate'"):
+        train(tiny_config(tmp_path, augment="rotate"))
