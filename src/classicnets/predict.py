@@ -32,7 +32,42 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     for key in ("model", "num_classes", "in_channels", "classes", "input_size", "mean", "std"):
         if key not in meta:
             raise CheckpointError(f"{path}: metadata lacks {key!r}; cannot rebuild the model")
+    _check_meta(path, meta)
     return tensors, meta
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """The metadata's types and sizes, before a model is built from them: the model is built
+    before its weights are compared, and ``num_classes: 10**9`` would allocate 300 GB."""
+    def bad(key: str, expected: str):
+        raise CheckpointError(f"{path}: metadata {key!r} is {meta.get(key)!r}; expected {expected}")
+
+    classes, channels = meta["classes"], meta["in_channels"]
+    if not isinstance(meta["model"], str):
+        bad("model", "a model name")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        bad("classes", "a list of class names")
+    if not _is_int(meta["num_classes"]) or meta["num_classes"] != len(classes):
+        bad("num_classes", f"the number of classes, {len(classes)}")
+    if not _is_int(channels) or not 1 <= channels <= 4:
+        bad("in_channels", "1 to 4")
+    for key, n in (("input_size", 3), ("data_size", 2)):
+        size = meta.get(key, [1] * n)  # data_size is optional
+        if not isinstance(size, list) or len(size) != n or not all(_is_int(v) and 0 < v <= 65536 for v in size):
+            bad(key, f"{n} positive integers")
+    if meta["input_size"][0] != channels:
+        bad("input_size", f"{channels} channels first, as in_channels says")
+    for key in ("mean", "std"):
+        v = meta[key]
+        if not isinstance(v, list) or len(v) != channels or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+            bad(key, f"{channels} numbers")
+    if not isinstance(meta.get("model_kwargs", {}), dict):
+        bad("model_kwargs", "a mapping of argument names to values")
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -70,8 +105,11 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def build_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """(model in eval mode, metadata) rebuilt from a checkpoint."""
     weights, meta = read_checkpoint(path)
-    model = create_model(meta["model"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                         **meta.get("model_kwargs", {}))
+    try:
+        model = create_model(meta["model"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
+                             **meta.get("model_kwargs", {}))
+    except (ClassicNetsError, TypeError, ValueError) as exc:  # an unknown model, an unknown argument
+        raise CheckpointError(f"{path}: cannot rebuild its model from the metadata: {exc}") from exc
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:

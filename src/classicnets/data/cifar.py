@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import pickletools
 import tarfile
 import zlib
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import DataFormatError
-from .imageset import ImageSet, channel_stats
+from .imageset import ImageSet, channel_stats, check_memory
 
 try:  # numpy >= 2 moved the array internals to numpy._core; old pickles still name numpy.core
     from numpy._core.multiarray import _reconstruct
@@ -33,10 +34,21 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import _reconstruct
 import _codecs
 
+
+def _empty_array(subtype, shape, dtype):
+    """``_reconstruct`` as numpy's pickles use it: an empty array that ``__setstate__`` then fills
+    from the pickle's own bytes. Any other shape would allocate memory the file does not hold
+    (a 60-byte pickle could ask for terabytes), so it is refused."""
+    if subtype is not np.ndarray or shape not in ((0,), [0], 0):
+        raise pickle.UnpicklingError(f"_reconstruct({getattr(subtype, '__name__', subtype)!r}, {shape!r}) "
+                                     f"is not how numpy pickles an array")
+    return _reconstruct(subtype, (0,), dtype)
+
+
 # (module, name) -> object: all a genuine CIFAR batch pickle may refer to.
 _ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _empty_array,
+    ("numpy._core.multiarray", "_reconstruct"): _empty_array,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _codecs.encode,  # how protocol-2 pickles from Python 3 store bytes
@@ -49,6 +61,8 @@ CIFAR100_TARBALL = "cifar-100-python.tar.gz"
 _CIFAR10_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 _CIFAR100_FILES = {"train": ["train"], "test": ["test"]}
 _PIXELS = 3 * 32 * 32
+# Peak memory while loading, as a multiple of the batch files' bytes (datasets._LOAD_OVERHEAD).
+_LOAD_OVERHEAD = 2.5
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -75,6 +89,11 @@ class _BatchUnpickler(pickle.Unpickler):
 def read_batch(data: bytes, source: str) -> dict:
     """Unpickle one batch or meta file (its bytes) with the restricted unpickler."""
     try:
+        # The C unpickler allocates a counted bytes/str opcode's declared length before reading
+        # it: 14 bytes can ask for 8 GiB. pickletools reads the opcodes without doing that, so a
+        # length beyond the end of the data is refused first.
+        for _ in pickletools.genops(data):
+            pass
         obj = _BatchUnpickler(io.BytesIO(data), source).load()
     except DataFormatError:
         raise
@@ -154,6 +173,9 @@ class _Source:
     def read_all(self, names: list[str]):
         """Yield (name, bytes) for each of ``names``, in the order cheapest to read."""
         if self.dir is not None:
+            sizes = [(self.dir / n).stat().st_size for n in names if (self.dir / n).is_file()]
+            check_memory(int(_LOAD_OVERHEAD * sum(sizes)),
+                         f"{len(sizes)} CIFAR files of {sum(sizes)} bytes from {self.dir}")
             for name in names:
                 path = self.dir / name
                 try:
@@ -171,6 +193,8 @@ class _Source:
                 for m in tar:
                     name = Path(m.name).name
                     if name in wanted and m.isfile() and Path(m.name).parent.name == self.folder:
+                        check_memory(int(_LOAD_OVERHEAD * m.size),
+                                     f"{self.describe(name)}, {m.size} bytes")
                         wanted.discard(name)
                         yield name, tar.extractfile(m).read()
                         if not wanted:

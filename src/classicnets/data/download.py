@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import posixpath
 import sys
 import tarfile
 import tempfile
@@ -147,6 +148,9 @@ def check_tar_member(member: tarfile.TarInfo, archive: str | os.PathLike) -> Non
                               f"refused")
     if member.isdev() or member.isfifo():
         raise DataFormatError(f"{where} is a device file or FIFO; refused")
+    if (member.issym() or member.islnk()) and (not member.linkname or posixpath.normpath(name) == "."):
+        raise DataFormatError(f"{where} is a link with an empty target or in place of the target folder; "
+                              f"refused")
     if member.issym():
         link = member.linkname
         if link.startswith("/") or not _stays_inside(PurePosixPath(name).parent / link):
@@ -179,8 +183,15 @@ def safe_extract(tar_path: str | os.PathLike, target_dir: str | os.PathLike) -> 
         raise DataFormatError(f"{tar_path}: corrupt or truncated tar archive ({e})") from None
     with tar:
         links = {PurePosixPath(m.name) for m in members if m.issym() or m.islnk()}
+        files: set[str] = set()  # regular files so far: what a hard link may point to
         for m in members:
             check_tar_member(m, tar_path)
+            if m.islnk() and posixpath.normpath(m.linkname) not in files:
+                # tarfile would fail with a KeyError, or recurse forever on a link to itself
+                raise DataFormatError(f"{tar_path}: member {m.name!r} is a hard link to {m.linkname!r}, "
+                                      f"which is not a file earlier in the archive; refused")
+            if m.isfile():
+                files.add(posixpath.normpath(m.name))
             # A member under a linked folder could be steered anywhere by the link: refuse.
             through = [p for p in PurePosixPath(m.name).parents if p in links]
             if through:
@@ -194,7 +205,7 @@ def safe_extract(tar_path: str | os.PathLike, target_dir: str | os.PathLike) -> 
                 tar.extractall(target, members=members)
         except _FilterError as e:
             raise DataFormatError(f"{tar_path}: refused by tarfile's data filter ({e})") from None
-        except (tarfile.TarError, EOFError) as e:
+        except (tarfile.TarError, EOFError, KeyError, RecursionError) as e:  # links tarfile cannot resolve
             raise DataFormatError(f"{tar_path}: corrupt or truncated tar archive ({e})") from None
         except OSError as e:
             raise DataFormatError(f"{tar_path}: cannot extract into {target} ({e})") from None

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import DataFormatError
-from .imageset import ImageSet, channel_stats, format_bytes
+from .imageset import ImageSet, channel_stats, check_memory, format_bytes
 
 # IDX type code -> element type (big-endian on disk).
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -115,6 +115,7 @@ def _read_raw(path: Path, f: BinaryIO, max_bytes: int) -> np.ndarray:
     if present > nbytes:
         raise DataFormatError(f"{path}: {present - nbytes} unexpected bytes after the {nbytes} bytes "
                               f"of data its IDX header declares (shape {shape}); expected nothing")
+    check_memory(nbytes, f"{path} (IDX array of shape {shape}, {nbytes} bytes)")
     data = np.fromfile(f, dtype=np.uint8, count=nbytes)
     if data.size != nbytes:  # the file shrank while we read it
         raise DataFormatError(f"{path}: truncated IDX file: expected {nbytes} bytes of data, "
@@ -127,6 +128,7 @@ def _read_gzip(path: Path, f: BinaryIO, max_bytes: int) -> np.ndarray:
         with gzip.GzipFile(fileobj=f, mode="rb") as gz:
             dtype, shape, _ = _parse_header(path, gz.read, "after gzip decompression ")
             nbytes = _declared_bytes(path, dtype, shape, max_bytes)
+            check_memory(nbytes, f"{path} (IDX array of shape {shape}, {nbytes} bytes)")
             buf = bytearray()  # grows with the data actually decompressed, never from the header
             while len(buf) < nbytes:
                 chunk = gz.read(min(_CHUNK, nbytes - len(buf)))

@@ -14,6 +14,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..errors import ClassicNetsError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -30,15 +32,25 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_from_env(device_type: str, timeout_s: float = 300.0) -> DistInfo:
+TIMEOUT_ENV = "CLASSICNETS_DIST_TIMEOUT"
+
+
+def init_from_env(device_type: str, timeout_s: float | None = None) -> DistInfo:
     """Join the process group described by torchrun's environment variables, if any.
 
     ``timeout_s`` bounds every collective: a rank that dies makes the others fail with an
-    error after this long instead of waiting forever.
+    error after this long instead of waiting forever. Default: ``$CLASSICNETS_DIST_TIMEOUT``
+    seconds, else 300 (tests lower it to see a lost rank reported quickly).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    if timeout_s is None:
+        try:
+            timeout_s = float(os.environ.get(TIMEOUT_ENV) or 300.0)
+        except ValueError:
+            raise ClassicNetsError(f"${TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r}: expected a number of "
+                                   f"seconds") from None
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"

@@ -231,10 +231,29 @@ def train(cfg: TrainConfig) -> TrainResult:
         result = _train(cfg, device, dist_info)
         clean = True
         return result
+    except RuntimeError as exc:
+        if dist_info.enabled and _lost_peer(exc):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrainingError(
+                f"rank {dist_info.rank} lost contact with the other processes ({first[:300]}): another rank "
+                f"died or stopped answering. The last finished epoch's checkpoint in {cfg.out or 'the run directory'} "
+                f"is kept: restart all ranks with --resume to continue the run"
+            ) from None
+        raise
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         shutdown(dist_info, clean=clean)
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """Whether an error from a collective says a peer is gone (gloo: connection reset or closed;
+    any backend: the process group's timeout)."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        s in text for s in ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out", "Timed out"))
 
 
 def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> TrainResult:
@@ -304,9 +323,16 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
         log(f"resuming {out} after epoch {start_epoch}")
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*.tmp-*"):  # left by a run killed in the middle of a write
-            stale.unlink(missing_ok=True)
+        # Left by a run killed in the middle of a write: ours (.NAME.tmp-PID) and the one
+        # safetensors writes through before renaming it to ours (.tmpXXXXXX).
+        for stale in [*out.glob(".*.tmp-*"), *out.glob(".tmp*")]:
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
         ckpt.atomic_write_text(out / "config.json", json.dumps(meta["config"], indent=2))
+        if start_epoch and _files_behind(out, start_epoch):
+            # A kill after the training state was written but before metrics.jsonl or the model
+            # caught up leaves them one epoch behind; after the last epoch nothing would rewrite them.
+            _save_epoch(out, model, optimizer, meta, history)
 
     ddp_model = model
     if dist_info.enabled:
@@ -440,6 +466,15 @@ def _save_epoch(out: Path, model: nn.Module, optimizer, meta: dict, history: lis
     ckpt.atomic_write_text(out / "metrics.jsonl", lines)
     ckpt.save_tensors(out / ckpt.MODEL_FILE, weights, meta)
     ckpt.atomic_write_text(out / ckpt.META_FILE, json.dumps(meta, indent=2))
+
+
+def _files_behind(out: Path, epoch: int) -> bool:
+    """Whether the files :func:`_save_epoch` writes after the training state lag it: model.json
+    is written last, so it is up to date only if all of them are."""
+    try:
+        return json.loads((out / ckpt.META_FILE).read_text()).get("epoch") != epoch
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def _resume(out: Path, model: nn.Module, optimizer, cfg: TrainConfig) -> tuple[int, list[dict]]:
