@@ -17,6 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
 
+def kills_line() -> str:
+    """The kill/resume figures, from scripts/kill_resume.py's results file."""
+    import json
+
+    r = json.loads((ROOT / "benchmarks" / "results" / "reliability.json").read_text())
+    return (f"- **Kills**: {r['kills']} SIGKILLs of `classicnets train` at random moments, "
+            f"{r['killed_inside_a_write']} in the middle of a checkpoint write,\n"
+            f"  each resumed with `--resume`: {r['survived']}/{r['trials']} survived, final weights "
+            f"bit-identical to the uninterrupted run in {r['bit_identical']}/{r['trials']},\n"
+            f"  {r['bytes_lost']} bytes lost, {r['checkpoints_unreadable_after_kill']} unreadable checkpoints, "
+            f"{r['temp_files_left']} temporary files left (`scripts/kill_resume.py`,\n"
+            f"  [results](benchmarks/results/reliability.md)).")
+
+
 def sections() -> dict[str, str]:
     from classicnets.inspect import format_cost_table, model_summary, stack_cost
     from classicnets.zoo_table import format_models_table, models_table
@@ -28,6 +42,7 @@ def sections() -> dict[str, str]:
         return format_cost_table(stack_cost(lecture, layers), in_shape=lecture)
 
     return {
+        "kills": kills_line(),
         "models": format_models_table(models_table(), markdown=True),
         "summary-lenet5": f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",
         "cost": (
