@@ -41,7 +41,11 @@ def sections() -> dict[str, str]:
     def cost(layers):
         return format_cost_table(stack_cost(lecture, layers), in_shape=lecture)
 
+    from classicnets.experiments.common import readme_section
+
     return {
+        "experiments": readme_section(ROOT / "docs" / "experiments", ["identity", "bottleneck", "transfer", "pooling"],
+                                      link_root="docs/experiments", title=False),
         "kills": kills_line(),
         "models": format_models_table(models_table(), markdown=True),
         "summary-lenet5": f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",

@@ -214,6 +214,21 @@ def cmd_datasets(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    from .experiments import describe_experiment, list_experiments, run_experiment
+
+    if args.list or not args.name:
+        for name in list_experiments():
+            print(f"{name:<12} {describe_experiment(name)}")
+        return 0
+    out = args.out or f"runs/experiments/{args.name}"
+    doc = run_experiment(args.name, quick=args.protocol == "quick", out=out)
+    print(f"{doc['title']} ({doc['protocol']} protocol, {doc['seconds']:.0f} s)")
+    print(doc["conclusion"])
+    print(f"wrote {out}/results.json, report.md, " + ", ".join(doc["figures"]))
+    return 0
+
+
 # ---- parser -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("datasets", help="list the built-in datasets")
     s.set_defaults(func=cmd_datasets)
+
+    s = sub.add_parser("experiment", help="run a case study (results.json, figures, report.md); --list shows them")
+    s.add_argument("name", nargs="?", help="experiment name (see --list)")
+    s.add_argument("--list", action="store_true", help="list the experiments")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--quick", dest="protocol", action="store_const", const="quick",
+                   help="the quick protocol (the default): seconds to minutes on a laptop CPU")
+    g.add_argument("--protocol", choices=["quick", "paper"], default="quick",
+                   help="'paper': full datasets, more seeds and epochs, where the experiment defines it")
+    s.add_argument("--out", help="output folder (default runs/experiments/NAME)")
+    s.set_defaults(func=cmd_experiment)
     return p
 
 

@@ -1,0 +1,63 @@
+"""Case studies: each experiment is one function that measures something the papers claim,
+writes ``results.json``, its figures and ``report.md`` to a folder, and returns the results.
+
+``run_experiment("identity", out="docs/experiments/identity")`` runs the quick protocol (minutes
+at most on a laptop CPU); ``quick=False`` runs the paper protocol where one is defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import ClassicNetsError
+
+# name -> (function(out, protocol, **kw) -> results dict, one-line description, has a paper protocol)
+_EXPERIMENTS: dict[str, tuple[Callable[..., dict], str, bool]] = {}
+
+
+def register_experiment(description: str, paper_protocol: bool = True):
+    """Decorator: the function's name (``run_`` stripped) is the experiment's name."""
+
+    def decorate(fn: Callable[..., dict]) -> Callable[..., dict]:
+        name = fn.__name__.removeprefix("run_")
+        _EXPERIMENTS[name] = (fn, description, paper_protocol)
+        return fn
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    from . import bottleneck, identity, pooling, transfer  # noqa: F401  (registers them)
+
+
+def list_experiments() -> list[str]:
+    """Names of the experiments, sorted."""
+    _ensure_loaded()
+    return sorted(_EXPERIMENTS)
+
+
+def describe_experiment(name: str) -> str:
+    _ensure_loaded()
+    return _lookup(name)[1]
+
+
+def _lookup(name: str) -> tuple[Callable[..., dict], str, bool]:
+    _ensure_loaded()
+    if name not in _EXPERIMENTS:
+        raise ClassicNetsError(f"unknown experiment {name!r}: expected one of {', '.join(sorted(_EXPERIMENTS))}")
+    return _EXPERIMENTS[name]
+
+
+def run_experiment(name: str, quick: bool = True, out: str | Path | None = None, **kw) -> dict:
+    """Run experiment ``name`` with its quick protocol (or the paper's, ``quick=False``) into
+    ``out`` (default ``runs/experiments/<name>``); keyword arguments shrink or change it (see
+    each experiment's function). Returns the dict also written to ``out/results.json``."""
+    fn, _, has_paper = _lookup(name)
+    protocol = "quick" if quick else "paper"
+    if protocol == "paper" and not has_paper:
+        raise ClassicNetsError(f"experiment {name!r} has no separate paper protocol: its quick run is the "
+                               f"whole experiment (run it without --protocol paper)")
+    out = Path(out) if out is not None else Path("runs") / "experiments" / name
+    out.mkdir(parents=True, exist_ok=True)
+    return fn(out=out, protocol=protocol, **kw)

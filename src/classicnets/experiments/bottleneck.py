@@ -1,0 +1,237 @@
+"""1x1 convolutions: what a bottleneck saves, counted and timed, and what NiN's 1x1 layers buy.
+
+(a) The lecture's example on real layers: 28x28x192 -> 5x5 conv -> 32 maps costs 120,422,400
+multiplies; a 1x1 conv down to 16 maps first costs 2,408,448 + 10,035,200 = 12,443,648, about a
+tenth. Counted by :func:`~classicnets.inspect.stack_cost` (FlopCounterMode on real ``nn.Conv2d``)
+and timed: median CPU forward time of both stacks on the same batch.
+
+(b) ``nin`` against ``PlainSkeleton``, defined here: NiN's skeleton (the same three 5x5/5x5/3x3
+convolutions of 192 maps, the same pools, dropout and global average pooling) with every 1x1
+``cccp`` layer removed, the class layer being a 3x3 convolution instead of a 1x1. So the plain
+net is the same depth in *spatial* layers and has no 1x1 layer at all. Both train with the same
+loop, optimiser and data (Fashion-MNIST, 1 channel, padded to 32x32 by the pipeline).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.datasets import load_dataset
+from ..data.pipeline import BatchLoader
+from ..inspect import conv_cost, stack_cost, summary
+from ..models.base import ClassicNet
+from ..registry import create_model
+from . import register_experiment
+from .common import finish, pyplot
+
+
+class PlainSkeleton(ClassicNet):
+    """NiN without its 1x1 layers: conv1 5x5/192, max pool, conv2 5x5/192, avg pool, conv3 3x3/192,
+    a 3x3 class convolution, global average pooling (ReLU after each, as in NiN)."""
+
+    head_name = "classes"
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.features = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(in_channels, 192, 5, padding=2)), ("relu1", nn.ReLU(inplace=True)),
+            ("pool1", nn.MaxPool2d(3, stride=2, ceil_mode=True)), ("drop1", nn.Dropout(dropout)),
+            ("conv2", nn.Conv2d(192, 192, 5, padding=2)), ("relu2", nn.ReLU(inplace=True)),
+            ("pool2", nn.AvgPool2d(3, stride=2, ceil_mode=True)), ("drop2", nn.Dropout(dropout)),
+            ("conv3", nn.Conv2d(192, 192, 3, padding=1)), ("relu3", nn.ReLU(inplace=True)),
+        ]))
+        self.classes = nn.Conv2d(192, num_classes, 3, padding=1)
+        self.pool3 = nn.AdaptiveAvgPool2d(1)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool3(F.relu(self.classes(x))), 1)
+
+
+def _median_ms(module: nn.Module, x: torch.Tensor, reps: int) -> float:
+    times = []
+    with torch.no_grad():
+        for i in range(reps + 2):  # two warm-up calls
+            t0 = time.perf_counter()
+            module(x)
+            if i >= 2:
+                times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def time_stacks(batch: int, reps: int, seed: int = 0, threads: int | None = None) -> dict:
+    """Median forward ms of the direct 5x5 conv and the 1x1-then-5x5 stack, interleaved so that
+    load on a shared machine hits both alike, with ``threads`` torch threads (default: as set)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _time_stacks(batch, reps, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_stacks(batch: int, reps: int, seed: int) -> dict:
+    torch.manual_seed(seed)
+    direct = nn.Conv2d(192, 32, 5, padding=2, bias=False).eval()
+    reduced = nn.Sequential(nn.Conv2d(192, 16, 1, bias=False), nn.Conv2d(16, 32, 5, padding=2, bias=False)).eval()
+    x = torch.randn(batch, 192, 28, 28)
+    d, r = [], []
+    for _ in range(3):  # three rounds, alternating
+        d.append(_median_ms(direct, x, reps))
+        r.append(_median_ms(reduced, x, reps))
+    return {"direct_ms": statistics.median(d), "bottleneck_ms": statistics.median(r)}
+
+
+def train_and_test(model: nn.Module, train_set, test_set, *, epochs: int, batch_size: int, lr: float,
+                   seed: int) -> dict:
+    """AdamW with a cosine schedule; test accuracy and training seconds."""
+    torch.manual_seed(seed)
+    args = dict(mean=train_set.mean, std=train_set.std, size=(32, 32))
+    loader = BatchLoader(train_set.images, train_set.labels, batch_size, shuffle=True, seed=seed, **args)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    total = epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    model.train()
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    seconds = time.perf_counter() - t0
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in BatchLoader(test_set.images, test_set.labels, 256, **args):
+            correct += int((model(x).argmax(1) == y).sum())
+    return {"test_accuracy": correct / len(test_set.labels), "train_seconds": seconds,
+            "final_train_loss": float(loss.detach())}
+
+
+def _subset(data, n: int | None):
+    if not n:
+        return data
+    import dataclasses
+
+    return dataclasses.replace(data, images=data.images[:n], labels=data.labels[:n])
+
+
+PROTOCOLS = {
+    # 3,000 images, 3 epochs (282 steps of 32), the first 2,000 test images: ~2-5 min per net on
+    # 2 CPU cores, depending on what else runs.
+    "quick": dict(train_limit=3000, test_limit=2000, epochs=3, reps=15),
+    # Hours on a CPU; minutes on a GPU-less workstation with many cores.
+    "paper": dict(train_limit=None, test_limit=None, epochs=10, reps=50),
+}
+
+
+@register_experiment("1x1 convolutions: the bottleneck's cost counted and timed; NiN against the same "
+                     "net without its 1x1 layers")
+def run_bottleneck(out: Path, protocol: str = "quick", *, train_limit: int | None = -1,
+                   test_limit: int | None = -1, epochs: int | None = None, reps: int | None = None,
+                   batch: int = 16, batch_size: int = 32, lr: float = 1e-3, seed: int = 0) -> dict:
+    started = time.perf_counter()
+    p = dict(PROTOCOLS[protocol])
+    train_limit = p["train_limit"] if train_limit == -1 else train_limit
+    test_limit = p["test_limit"] if test_limit == -1 else test_limit
+    epochs = epochs or p["epochs"]
+    reps = reps or p["reps"]
+
+    # (a) the arithmetic and the clock
+    direct = conv_cost((28, 28, 192), 32, 5)
+    stack = stack_cost((28, 28, 192), [(16, 1), (32, 5)])
+    reduced = sum(m for _, _, m in stack)
+    # Timed with one thread and with all of torch's: on a shared machine, small convolutions
+    # split over threads that must wait for a core can lose most of their speed.
+    thread_counts = sorted({1, torch.get_num_threads()})
+    timing = {t: time_stacks(batch, reps, seed, threads=t) for t in thread_counts}
+    mac_ratio = direct / reduced
+    ratio = {t: v["direct_ms"] / v["bottleneck_ms"] for t, v in timing.items()}
+    table_a = {"caption": f"(a) 28x28x192 -> 32 maps; forward time: median of {reps} calls x 3 rounds, "
+                          f"batch {batch}",
+               "headers": ["stack", "multiply-adds",
+                           *(f"forward ms, {t} thread{'s' * (t > 1)}" for t in thread_counts)],
+               "rows": [["5x5 conv, 32", direct, *(f"{timing[t]['direct_ms']:.2f}" for t in thread_counts)],
+                        [f"1x1 conv, 16 ({stack[0][2]:,}) + 5x5 conv, 32 ({stack[1][2]:,})", reduced,
+                         *(f"{timing[t]['bottleneck_ms']:.2f} (speed-up {ratio[t]:.1f}x)" for t in thread_counts)]]}
+
+    # (b) NiN against its skeleton without 1x1 layers
+    train_set = _subset(load_dataset("fashion-mnist", "train"), train_limit)
+    test_set = _subset(load_dataset("fashion-mnist", "test"), test_limit)
+    nets = {}
+    for name in ("nin", "plain (no 1x1)"):
+        torch.manual_seed(seed)
+        model = create_model("nin", num_classes=10, in_channels=1) if name == "nin" else PlainSkeleton(10, 1)
+        s = summary(model, (1, 32, 32))
+        conv_layers = sum(isinstance(m, nn.Conv2d) for m in model.modules())
+        res = train_and_test(model, train_set, test_set, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        nets[name] = {"params": s.total_params, "macs": s.total_macs, "conv_layers": conv_layers, **res}
+    table_b = {"caption": f"(b) Fashion-MNIST at 32x32, {len(train_set.labels):,} training images, {epochs} epochs, "
+                          f"AdamW lr {lr:g} cosine, batch {batch_size}; test on {len(test_set.labels):,} images",
+               "headers": ["net", "conv layers", "params", "multiply-adds", "test accuracy", "train s"],
+               "rows": [[k, v["conv_layers"], v["params"], v["macs"], f"{100 * v['test_accuracy']:.1f}%",
+                         f"{v['train_seconds']:.0f}"] for k, v in nets.items()]}
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), constrained_layout=True)
+    axes[0].bar(["5x5", "1x1+5x5"], [direct / 1e6, reduced / 1e6], color=["tab:red", "tab:blue"])
+    axes[0].set(title="(a) multiply-adds (M)")
+    t1 = thread_counts[0]
+    axes[1].bar(["5x5", "1x1+5x5"], [timing[t1]["direct_ms"], timing[t1]["bottleneck_ms"]],
+                color=["tab:red", "tab:blue"])
+    axes[1].set(title=f"(a) forward ms, batch {batch}, {t1} thread")
+    names = list(nets)
+    colors = ["tab:blue", "tab:red"]
+    axes[2].bar(names, [nets[n]["params"] / 1e6 for n in names], color=colors)
+    axes[2].set(title="(b) parameters (M)")
+    axes[3].bar(names, [100 * nets[n]["test_accuracy"] for n in names], color=colors)
+    axes[3].set(title="(b) Fashion-MNIST test acc. (%)")
+    for ax in axes:
+        ax.grid(axis="y", alpha=0.3)
+    fig.savefig(out / "bottleneck.png", dpi=110)
+    plt.close(fig)
+
+    nin, plain = nets["nin"], nets["plain (no 1x1)"]
+    text = [f"(a) The bottleneck needs {mac_ratio:.1f}x fewer multiply-adds ({reduced:,} against {direct:,})"
+            + "; on this CPU it ran " + " and ".join(
+                f"at {ratio[t]:.1f}x the direct convolution's speed with {t} thread{'s' * (t > 1)}"
+                for t in thread_counts)
+            + (". That falls well short of the arithmetic: the small 1x1 and 16-channel convolutions "
+               "likely use the hardware less efficiently than one large one, and small work split over "
+               "threads suffers most when the cores are busy." if min(ratio.values()) < 0.8 * mac_ratio else
+               ", close to what the arithmetic promises.")]
+    cheaper = nin["macs"] < plain["macs"]
+    better = nin["test_accuracy"] > plain["test_accuracy"]
+    text.append(
+        f"(b) NiN has {nin['conv_layers']} convolutions to the plain net's {plain['conv_layers']} yet "
+        + ("fewer" if cheaper else "more") + f" multiply-adds ({nin['macs'] / 1e6:.0f} M against "
+        f"{plain['macs'] / 1e6:.0f} M" + ("; its cccp2 1x1 layer cuts 160 maps to 96 before the second 5x5 "
+                                          "convolution)" if cheaper else ")")
+        + f" and {nin['params']:,} parameters against {plain['params']:,}. "
+        + f"With this short budget NiN reached {100 * nin['test_accuracy']:.1f}% test accuracy against "
+          f"{100 * plain['test_accuracy']:.1f}%: "
+        + ("the 1x1 layers helped." if better else "the 1x1 layers did not help here.")
+        + f" This is one seed and {epochs} epoch{'s' * (epochs != 1)} on {len(train_set.labels):,} images, so the "
+          "run-to-run spread is not measured: treat a small gap as unresolved.")
+    results = {"cost": {"direct_macs": direct, "bottleneck_macs": [m for _, _, m in stack], "bottleneck_total": reduced,
+                        "mac_ratio": mac_ratio, "timing_ms": {str(t): v for t, v in timing.items()},
+                        "time_ratio": {str(t): v for t, v in ratio.items()}},
+               "nin_vs_plain": nets}
+    settings = {"timing_batch": batch, "timing_reps": reps, "train_limit": train_limit, "test_limit": test_limit,
+                "epochs": epochs, "batch_size": batch_size, "optimizer": "adamw", "lr": lr, "weight_decay": 1e-4,
+                "schedule": "cosine", "augment": "none", "dataset": "fashion-mnist", "input": "1x32x32",
+                "plain_net": "NiN's conv1/conv2/conv3, pools, dropout and GAP; cccp1-5 removed; 3x3 class conv"}
+    return finish(out, name="bottleneck", title="1x1 convolutions: bottlenecks and Network in Network",
+                  protocol=protocol, started=started, settings=settings, seeds=[seed], results=results,
+                  tables=[table_a, table_b], figures=["bottleneck.png"], conclusion=" ".join(text))

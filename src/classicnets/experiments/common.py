@@ -1,0 +1,118 @@
+"""What every experiment writes: ``results.json`` (settings, seeds, machine, time taken, numbers,
+the table), ``report.md`` (the table, the figures, a paragraph computed from the numbers) and
+the README section rendered from the results files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+
+
+def machine_info() -> dict:
+    """The CPU, its cores, the threads torch uses and the versions: timings mean nothing without them."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "classicnets": __version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    def cell(v) -> str:
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pyplot():
+    from ..report import _pyplot
+
+    return _pyplot()
+
+
+def finish(out: Path, *, name: str, title: str, protocol: str, started: float, settings: dict,
+           seeds: Sequence[int], results: dict, tables: list[dict], figures: list[str],
+           conclusion: str) -> dict:
+    """Write ``results.json`` and ``report.md``; return the results dict.
+
+    ``tables`` are ``{"caption", "headers", "rows"}``; ``figures`` are file names inside ``out``;
+    ``conclusion`` is the paragraph computed from the numbers by the experiment.
+    """
+    doc = {
+        "experiment": name,
+        "title": title,
+        "protocol": protocol,
+        "settings": settings,
+        "seeds": list(seeds),
+        "machine": machine_info(),
+        "seconds": round(time.perf_counter() - started, 2),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+        "tables": tables,
+        "figures": list(figures),
+        "conclusion": conclusion,
+    }
+    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "report.md").write_text(render_report(doc))
+    return doc
+
+
+def render_report(doc: dict, link_prefix: str = "", heading: str = "#") -> str:
+    m = doc["machine"]
+    paper = " --protocol paper" if doc["protocol"] == "paper" else ""
+    threads = doc["settings"].get("threads") or m["torch_threads"]  # what the runs used, if set
+    parts = [f"{heading} {doc['title']}", "",
+             f"`classicnets experiment {doc['experiment']}{paper}`. "
+             f"Protocol `{doc['protocol']}`, seeds {doc['seeds']}, {doc['seconds']:.0f} s on {m['cpu']} "
+             f"({m['cores']} cores, {threads} torch thread{'s' * (threads != 1)}), torch {m['torch']}.", ""]
+    for t in doc["tables"]:
+        if t.get("caption"):
+            parts += [f"**{t['caption']}**", ""]
+        parts += [markdown_table(t["headers"], t["rows"]), ""]
+    for f in doc["figures"]:
+        parts += [f"![{Path(f).stem}]({link_prefix}{f})", ""]
+    parts += [doc["conclusion"], ""]
+    return "\n".join(parts)
+
+
+def readme_section(root: str | Path = "docs/experiments", names: Sequence[str] | None = None, *,
+                   link_root: str | None = None, title: bool = True) -> str:
+    """The README's "Experiments" section, rendered from ``root/<name>/results.json`` (numbers are
+    never typed by hand). Image links start with ``link_root`` (default: ``root`` as given, i.e.
+    relative to the repository root when run from there); ``title=False`` leaves out the heading
+    (for a ``<!-- generated:... -->`` block under a heading of its own)."""
+    root = Path(root)
+    link_root = root.as_posix() if link_root is None else link_root.rstrip("/")
+    files = ([root / n / "results.json" for n in names] if names is not None
+             else sorted(root.glob("*/results.json")))
+    parts = (["## Experiments", ""] if title else []) + [
+             "Each is one command, `classicnets experiment NAME` (the quick protocol unless `--protocol paper`), "
+             "and writes results.json, figures and report.md; the numbers below are rendered from those files "
+             "by `classicnets.experiments.common.readme_section()`.", ""]
+    for f in files:
+        doc = json.loads(f.read_text())
+        parts.append(render_report(doc, link_prefix=f"{link_root}/{f.parent.name}/", heading="###"))
+    return "\n".join(parts)

@@ -1,0 +1,107 @@
+"""The case-study experiments, end to end in tiny settings: the files they write and their shape
+(not their timings or numbers, which the quick protocols in docs/experiments/ report)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+
+from classicnets import experiments
+from classicnets.errors import ClassicNetsError
+from classicnets.experiments.common import readme_section
+
+PNG = b"\x89PNG\r\n\x1a\n"
+KEYS = {"experiment", "title", "protocol", "settings", "seeds", "machine", "seconds", "results", "tables",
+        "figures", "conclusion"}
+
+
+def _fashion_available() -> bool:
+    from classicnets.data.datasets import load_dataset
+
+    try:
+        load_dataset("fashion-mnist", "test")
+    except Exception:
+        return False
+    return True
+
+
+needs_fashion = pytest.mark.skipif(not _fashion_available(), reason="Fashion-MNIST is not installed")
+
+
+def check_outputs(out, name: str) -> dict:
+    doc = json.loads((out / "results.json").read_text())
+    assert KEYS <= set(doc) and doc["experiment"] == name and doc["protocol"] == "quick"
+    assert {"cpu", "cores", "torch"} <= set(doc["machine"]) and doc["seconds"] >= 0
+    assert doc["figures"] and doc["tables"] and doc["conclusion"]
+    for f in doc["figures"]:
+        assert (out / f).read_bytes()[:8] == PNG
+    report = (out / "report.md").read_text()
+    for t in doc["tables"]:
+        assert "| " + " | ".join(t["headers"]) + " |" in report
+        assert all(len(row) == len(t["headers"]) for row in t["rows"])
+    assert doc["conclusion"] in report and f"]({doc['figures'][0]})" in report
+    return doc
+
+
+def test_registry_lists_the_experiments():
+    assert {"identity", "bottleneck", "transfer", "pooling"} <= set(experiments.list_experiments())
+    with pytest.raises(ClassicNetsError, match="unknown experiment"):
+        experiments.run_experiment("nope")
+
+
+def test_identity(tmp_path):
+    doc = experiments.run_experiment("identity", out=tmp_path, deep="resnet32", steps=30, seeds=(0,))
+    check_outputs(tmp_path, "identity")
+    zero = doc["results"]["depth_comparison"]["zero_init_residual"]
+    # gamma = 0 makes every extra block the identity: exactly equal outputs, stage by stage
+    assert zero["layer1"] == zero["layer2"] == zero["layer3"] == zero["logits"] == 0.0
+    assert doc["results"]["depth_comparison"]["default_init"]["logits"] > 0
+    assert len(doc["results"]["identity_fit"]["curves"]["plain"][0]) == 3  # every 10th of 30 steps
+    with pytest.raises(ClassicNetsError, match="no separate paper protocol"):
+        experiments.run_experiment("identity", quick=False, out=tmp_path)
+
+
+@needs_fashion
+def test_bottleneck(tmp_path):
+    doc = experiments.run_experiment("bottleneck", out=tmp_path, train_limit=64, test_limit=64, epochs=1,
+                                     reps=1, batch=2)
+    check_outputs(tmp_path, "bottleneck")
+    cost = doc["results"]["cost"]
+    assert cost["direct_macs"] == 120_422_400 and cost["bottleneck_macs"] == [2_408_448, 10_035_200]
+    nets = doc["results"]["nin_vs_plain"]
+    assert set(nets) == {"nin", "plain (no 1x1)"} and all(0 <= v["test_accuracy"] <= 1 for v in nets.values())
+
+
+@needs_fashion
+def test_transfer(tmp_path):
+    doc = experiments.run_experiment("transfer", out=tmp_path, sizes=(64,), steps=2, seeds=(0,), digits_epochs=1)
+    check_outputs(tmp_path, "transfer")
+    assert set(doc["results"]["accuracy"]) == {"frozen features", "fine-tuned", "from scratch"}
+    assert all(len(v["64"]) == 1 for v in doc["results"]["accuracy"].values())
+
+
+def test_pooling(tmp_path):
+    doc = experiments.run_experiment("pooling", out=tmp_path, seeds=(0, 1),
+                                     datasets={"digits": {"train_limit": 128, "epochs": 1}},
+                                     variants=("avg + tanh", "max + relu", "lenet5_1998"))
+    check_outputs(tmp_path, "pooling")
+    assert set(doc["results"]["mean"]["digits"]) == {"avg + tanh", "max + relu", "lenet5_1998"}
+    assert all(len(v) == 2 for v in doc["results"]["accuracy"]["digits"].values())
+    section = readme_section(tmp_path.parent, names=[tmp_path.name])
+    assert section.startswith("## Experiments")
+    assert f"{tmp_path.parent.as_posix()}/{tmp_path.name}/pooling.png" in section
+
+
+def test_cli_list_and_run(cli, tmp_path, monkeypatch):
+    code, out, _ = cli("experiment", "--list")
+    assert code == 0 and all(name in out for name in ("identity", "bottleneck", "transfer", "pooling"))
+    fn, desc, paper = experiments._EXPERIMENTS["identity"]
+    tiny = functools.partial(fn, deep="resnet32", steps=5, seeds=(0,))
+    monkeypatch.setitem(experiments._EXPERIMENTS, "identity", (tiny, desc, paper))
+    code, out, _ = cli("experiment", "identity", "--quick", "--out", tmp_path / "id")
+    assert code == 0 and "wrote" in out
+    check_outputs(tmp_path / "id", "identity")
+    code, _, err = cli("experiment", "identity", "--protocol", "paper", "--out", tmp_path / "p")
+    assert code == 2 and "no separate paper protocol" in err
