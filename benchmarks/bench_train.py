@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 import classicnets
 from classicnets.data import load_dataset
 from classicnets.data.pipeline import BatchLoader
+from classicnets.report import machine_info
 from classicnets.train.loop import TrainConfig, make_optimizer, parse_augment
 from classicnets.train.schedules import make_schedule
 
@@ -132,27 +131,6 @@ class Trainer:
 # --------------------------------------------------------------------------------------------
 # The benchmark
 # --------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "mkldnn": torch.backends.mkldnn.is_available(),
-        "python": platform.python_version(),
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
 
 
 def make_contenders(images, labels, mean, std, batch_size: int, shift: int, workers: list[int], seed: int,

@@ -5,37 +5,11 @@ the README section rendered from the results files."""
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from .. import __version__
-
-
-def machine_info() -> dict:
-    """The CPU, its cores, the threads torch uses and the versions: timings mean nothing without them."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "classicnets": __version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+from ..report import machine_info
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
