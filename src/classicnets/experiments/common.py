@@ -4,12 +4,25 @@ the README section rendered from the results files."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..report import machine_info
+
+
+@contextlib.contextmanager
+def runs_directory(runs_dir: str | Path | None, experiment: str) -> Iterator[Path]:
+    """Where an experiment's training runs go: ``runs_dir`` if given (kept), else a temporary
+    directory removed afterwards (only the experiment's own results are worth keeping)."""
+    if runs_dir is not None:
+        yield Path(runs_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"classicnets-{experiment}-") as tmp:
+        yield Path(tmp)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -9,13 +9,12 @@ Fashion-MNIST, over several seeds: mean and spread of the test accuracy.
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from ..train.loop import TrainConfig, train
 from . import register_experiment
-from .common import finish, pyplot
+from .common import finish, pyplot, runs_directory
 
 VARIANTS = {
     "avg + tanh": ("lenet5", {"pool": "avg", "activation": "tanh"}),
@@ -47,14 +46,9 @@ def run_pooling(out: Path, protocol: str = "quick", *, seeds: tuple[int, ...] | 
     seeds = tuple(seeds or p["seeds"])
     datasets = datasets or p["datasets"]
     variants = tuple(variants or VARIANTS)
-    tmp = None
-    if runs_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="classicnets-pooling-")
-        runs_dir = tmp.name
-    runs_dir = Path(runs_dir)
     acc: dict[str, dict[str, list[float]]] = {d: {v: [] for v in variants} for d in datasets}
     secs: dict[str, dict[str, list[float]]] = {d: {v: [] for v in variants} for d in datasets}
-    try:
+    with runs_directory(runs_dir, "pooling") as runs_dir:
         for ds, opts in datasets.items():
             for v in variants:
                 model, kwargs = VARIANTS[v]
@@ -65,9 +59,6 @@ def run_pooling(out: Path, protocol: str = "quick", *, seeds: tuple[int, ...] | 
                                           out=str(runs_dir / f"{ds}-{v.replace(' + ', '-')}-s{seed}"), quiet=True))
                     acc[ds][v].append(r.test_accuracy)
                     secs[ds][v].append(r.train_seconds)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
     def sd(xs: list[float]) -> float:
         return statistics.stdev(xs) if len(xs) > 1 else 0.0

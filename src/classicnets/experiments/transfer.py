@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from ..train.loop import TrainConfig, train
 from ..train.recipes import recipe_for
 from . import register_experiment
-from .common import finish, pyplot
+from .common import finish, pyplot, runs_directory
 
 MODES = {
     "frozen features": dict(freeze_features=True, init_from=True),
@@ -53,14 +52,9 @@ def run_transfer(out: Path, protocol: str = "quick", *, sizes: tuple[int, ...] |
     p = PROTOCOLS[protocol]
     sizes, steps, seeds = tuple(sizes or p["sizes"]), steps or p["steps"], tuple(seeds or p["seeds"])
     batch_size = recipe_for("lenet5")["batch_size"]
-    tmp = None
-    if runs_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="classicnets-transfer-")
-        runs_dir = tmp.name
-    runs_dir = Path(runs_dir)
     acc: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in MODES}
     digits_acc = []
-    try:
+    with runs_directory(runs_dir, "transfer") as runs_dir:
         for seed in seeds:
             src = train(TrainConfig(model="lenet5", dataset="digits", epochs=digits_epochs, seed=seed, threads=threads,
                                     out=str(runs_dir / f"digits-s{seed}"), quiet=True))
@@ -74,9 +68,6 @@ def run_transfer(out: Path, protocol: str = "quick", *, sizes: tuple[int, ...] |
                         init_from=str(src.out_dir) if opts["init_from"] else None,
                         out=str(runs_dir / f"{mode.split()[0]}-n{n}-s{seed}"), quiet=True))
                     acc[mode][n].append(r.test_accuracy)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
 
     mean = {m: {n: statistics.mean(v) for n, v in d.items()} for m, d in acc.items()}
 
