@@ -106,12 +106,15 @@ def _train_config(args):
         data_dir=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
         weight_decay=args.weight_decay, schedule=args.schedule,
-        milestones=tuple(args.milestones) if args.milestones else None, warmup_epochs=args.warmup_epochs,
-        warmup_lr=args.warmup_lr, label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
+        milestones=tuple(args.milestones) if args.milestones else None,
+        milestone_iterations=tuple(args.milestone_iterations) if args.milestone_iterations else None,
+        iterations=args.iterations, warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
+        warmup_until_error=args.warmup_until_error, label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
         augment=args.augment, precision=args.precision, channels_last=args.channels_last,
         compile=args.compile, device=args.device, threads=args.threads, seed=args.seed,
         deterministic=not args.nondeterministic, input_size=tuple(args.input_size) if args.input_size else None,
-        train_limit=args.train_limit, model_kwargs=_kwargs(args.model_arg), freeze_features=args.freeze_features,
+        train_limit=args.train_limit, holdout=args.holdout, model_kwargs=_kwargs(args.model_arg),
+        freeze_features=args.freeze_features,
         init_from=args.init_from, out=args.out, resume=args.resume, quiet=args.quiet,
     )
 
@@ -270,8 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-decay", type=_nonneg_float)
     s.add_argument("--schedule", choices=["constant", "step", "cosine", "onecycle"])
     s.add_argument("--milestones", nargs="+", type=_positive_float, help="step schedule: fractions of training")
+    s.add_argument("--milestone-iterations", nargs="+", type=_positive_int, metavar="N",
+                   help="step schedule: the iterations to divide the lr at (He et al.: 32000 48000)")
+    s.add_argument("--iterations", type=_positive_int, metavar="N",
+                   help="stop after N iterations (He et al.: 64000); the number of epochs follows from it")
     s.add_argument("--warmup-epochs", type=_nonneg_float)
     s.add_argument("--warmup-lr", type=_positive_float)
+    s.add_argument("--warmup-until-error", type=_positive_float, metavar="E",
+                   help="hold --warmup-lr until the training error is below E (He et al., ResNet-110: 0.8)")
     s.add_argument("--label-smoothing", type=_nonneg_float, default=0.0)
     s.add_argument("--grad-clip", type=_positive_float)
     s.add_argument("--augment", help="none, crop, flip or crop+flip (flips are never used on digits)")
@@ -286,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input-size", nargs=2, type=_positive_int, metavar=("H", "W"),
                    help="train at this size instead of the model's native one")
     s.add_argument("--train-limit", type=_positive_int, help="use only the first N training images")
+    s.add_argument("--holdout", type=_positive_int, metavar="N",
+                   help="keep the last N training images out as a validation set (He et al.: 5000 of 50000)")
     s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
     s.add_argument("--freeze-features", action="store_true", help="train the head only")
     s.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint's backbone (transfer)")

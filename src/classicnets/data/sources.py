@@ -46,8 +46,13 @@ class StreamedSet:
     def head(self, n: int) -> StreamedSet:
         """The first ``n`` images."""
         n = min(n, len(self))
-        return StreamedSet(torch.utils.data.Subset(self.stream, range(n)), self.labels[:n], self.classes,
-                           self.name, self.mean, self.std, self.image_size)
+        return self.rows(0, n)
+
+    def rows(self, start: int, stop: int) -> StreamedSet:
+        """Images ``start`` to ``stop`` (a held-out validation part, for instance)."""
+        start, stop = max(0, start), min(stop, len(self))
+        return StreamedSet(torch.utils.data.Subset(self.stream, range(start, stop)), self.labels[start:stop],
+                           self.classes, self.name, self.mean, self.std, self.image_size)
 
 
 def load_split(dataset: str | None, data_dir: str | Path | None, split: str, *, size: tuple[int, int],

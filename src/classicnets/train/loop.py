@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
+from ..data.imageset import channel_stats
 from ..data.pipeline import Augment, BatchLoader, StreamingBatchLoader
 from ..data.sources import StreamedSet, load_split
 from ..errors import CheckpointError, ClassicNetsError, TrainingError
@@ -49,8 +50,11 @@ class TrainConfig:
     weight_decay: float | None = None
     schedule: str | None = None  # constant | step | cosine | onecycle
     milestones: tuple[float, ...] | None = None  # fractions of training (step schedule)
+    milestone_iterations: tuple[int, ...] | None = None  # or iterations, as He et al. give them (32k, 48k)
+    iterations: int | None = None  # stop after this many steps (iteration-based protocols); sets the epochs
     warmup_epochs: float | None = None
     warmup_lr: float | None = None
+    warmup_until_error: float | None = None  # hold warmup_lr until the training error is below this
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     augment: str | None = None  # none | flip | crop | crop+flip
@@ -63,6 +67,7 @@ class TrainConfig:
     deterministic: bool = True
     input_size: tuple[int, int] | None = None  # (H, W); default: the model's native size
     train_limit: int | None = None  # use only the first N training images (quick experiments)
+    holdout: int | None = None  # the last N training images become a validation split, never trained on
     model_kwargs: dict = field(default_factory=dict)
     freeze_features: bool = False
     init_from: str | None = None  # checkpoint whose backbone weights start this run (transfer)
@@ -95,6 +100,7 @@ class TrainResult:
     test_accuracy: float
     train_seconds: float
     model: nn.Module
+    split_sizes: dict[str, int] = field(default_factory=dict)  # images trained on / validated / tested
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -111,13 +117,33 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision``; "auto" means bf16/fp16 on CUDA and fp32 on CPU,
-    where bf16 autocast slows small nets down (measured: 1.4x slower for LeNet-5)."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+# bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX) pays for nets with enough work
+# per image and costs the tiny ones (benchmarks/results.md): LeNet-5 (0.4 M multiply-adds) trains
+# 1.4x slower with it, ResNet-20 (41 M) about 1.9x faster.
+BF16_MIN_MACS = 10_000_000
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (otherwise bf16 is emulated, and slow)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(precision: str, device: torch.device, model: str | None = None) -> torch.dtype | None:
+    """The autocast dtype for ``precision``. "auto" means bf16 (or fp16 where bf16 is missing) on
+    CUDA; on a CPU, bf16 where it has native bf16 and ``model`` has at least ``BF16_MIN_MACS``
+    multiply-adds per image, else fp32."""
+    if precision == "fp32":
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and model is not None and cpu_has_bf16():
+            macs = model_card(model).macs
+            return torch.bfloat16 if macs and macs >= BF16_MIN_MACS else None
+        return None
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -271,6 +297,9 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
     if train_set.classes != test_set.classes:
         raise ClassicNetsError(
             f"train and test splits disagree on the classes: {train_set.classes} vs {test_set.classes}")
+    val_set = None
+    if cfg.holdout:
+        train_set, val_set = _hold_out(train_set, cfg.holdout)
     if cfg.train_limit:
         train_set = _head(train_set, cfg.train_limit)
     in_channels = train_set.image_size[0]
@@ -295,16 +324,25 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
                                drop_last=dist_info.enabled, seed=cfg.seed, **loader_args)
     eval_bs = max(256, cfg.batch_size) // dist_info.world_size * dist_info.world_size
     test_loader = make_loader(test_set, eval_bs, **loader_args)
+    val_loader = make_loader(val_set, eval_bs, **loader_args) if val_set is not None else None
 
     optimizer = make_optimizer(cfg, model)
     steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * cfg.epochs
-    schedule = make_schedule(
-        cfg.schedule, cfg.lr, total_steps,
-        warmup_steps=int(round(cfg.warmup_epochs * steps_per_epoch)), warmup_lr=cfg.warmup_lr,
-        milestones=[int(round(m * total_steps)) for m in cfg.milestones],
-    )
-    amp_dtype = autocast_dtype(cfg.precision, device)
+    if cfg.iterations:
+        # An iteration-based protocol (He et al. 2015: stop at 64k): as many epochs as it takes,
+        # the last one cut short.
+        cfg = dataclasses.replace(cfg, epochs=math.ceil(cfg.iterations / steps_per_epoch))
+    total_steps = cfg.iterations or steps_per_epoch * cfg.epochs
+    milestones = (list(cfg.milestone_iterations) if cfg.milestone_iterations
+                  else [int(round(m * total_steps)) for m in cfg.milestones])
+    if cfg.warmup_until_error is not None and not 0 < cfg.warmup_until_error <= 1:
+        raise ClassicNetsError(f"--warmup-until-error {cfg.warmup_until_error}: expected a training error "
+                               f"in (0, 1], e.g. 0.8 (He et al. 2015 for ResNet-110)")
+    warmup_steps = 0 if cfg.warmup_until_error is not None else int(round(cfg.warmup_epochs * steps_per_epoch))
+    schedule = make_schedule(cfg.schedule, cfg.lr, total_steps, warmup_steps=warmup_steps,
+                             warmup_lr=cfg.warmup_lr, milestones=milestones)
+    warmup = ErrorWarmup(cfg.warmup_until_error, cfg.warmup_lr if cfg.warmup_lr is not None else cfg.lr / 10)
+    amp_dtype = autocast_dtype(cfg.precision, device, cfg.model)
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     out = Path(cfg.out) if cfg.out else _default_out(cfg)
@@ -321,6 +359,7 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
     if cfg.resume:
         start_epoch, history = _resume(out, model, optimizer, cfg)
         log(f"resuming {out} after epoch {start_epoch}")
+        warmup.restore(history)
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         # Left by a run killed in the middle of a write: ours (.NAME.tmp-PID) and the one
@@ -341,12 +380,15 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
     step_model = torch.compile(ddp_model) if cfg.compile else ddp_model
 
     log(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} params) on "
-        f"{train_set.name}: {len(train_set.labels):,} train / {len(test_set.labels):,} test images, "
-        f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} {cfg.schedule}, "
+        f"{train_set.name}: {len(train_set.labels):,} train"
+        f"{f' / {len(val_set.labels):,} validation' if val_set is not None else ''} / {len(test_set.labels):,} test "
+        f"images, {cfg.epochs} epochs{f' ({cfg.iterations:,} iterations)' if cfg.iterations else ''}, "
+        f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} {cfg.schedule}, "
         f"device {device}{f' x{dist_info.world_size}' if dist_info.enabled else ''}, "
         f"{torch.get_num_threads()} threads")
     train_seconds = sum(h.get("epoch_seconds", 0.0) for h in history)
     step = start_epoch * steps_per_epoch
+    lr = schedule(step)
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         train_loader.set_epoch(epoch)
@@ -356,7 +398,9 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
         seen = 0
         t0 = time.perf_counter()
         for x, y in train_loader:
-            lr = schedule(step)
+            if cfg.iterations and step >= cfg.iterations:
+                break
+            lr = warmup.lr if warmup.active else schedule(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with _autocast(device, amp_dtype):
@@ -376,9 +420,12 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
             else:
                 optimizer.step()
             step += 1
+            hits = (logits.detach().argmax(1) == y).sum()
             loss_sum += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
+            correct += hits
             seen += len(y)
+            if warmup.active:
+                warmup.update(hits, len(y), step, dist_info)
             # Every few steps rather than every step: reading the loss costs a synchronisation
             # (and on CPU ~10% of a LeNet-5 step); the epoch-end check catches the rest.
             if step % 25 == 0 and not torch.isfinite(loss_sum):
@@ -397,10 +444,15 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
             _stop_non_finite(out, epoch, step)
         epoch_seconds = time.perf_counter() - t0
         train_seconds += epoch_seconds
-        record = {"epoch": epoch + 1, "step": step, "lr": schedule(max(step - 1, 0)), "train_loss": train_loss,
+        record = {"epoch": epoch + 1, "step": step, "lr": lr, "train_loss": train_loss,
                   "train_accuracy": train_acc, "epoch_seconds": epoch_seconds,
                   "images_per_second": float(stats[2]) / epoch_seconds}
+        if warmup.ended_at is not None:
+            record["warmup_end_step"] = warmup.ended_at
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            if val_loader is not None:
+                ev = evaluate_model(model, val_loader, len(classes), amp_dtype=amp_dtype, dist_info=dist_info)
+                record.update(val_loss=ev["loss"], val_accuracy=ev["accuracy"])
             ev = evaluate_model(model, test_loader, len(classes), amp_dtype=amp_dtype, dist_info=dist_info)
             record.update(test_loss=ev["loss"], test_accuracy=ev["accuracy"])
         history.append(record)
@@ -408,6 +460,8 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
             _save_epoch(out, model, optimizer, meta, history)
         test_txt = f"  test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.4f}" \
             if "test_accuracy" in record else ""
+        if "val_accuracy" in record:
+            test_txt = f"  val acc {record['val_accuracy']:.4f}" + test_txt
         log(f"epoch {epoch + 1:>3}/{cfg.epochs}  train loss {train_loss:.4f}  train acc {train_acc:.4f}{test_txt}"
             f"  {record['images_per_second']:,.0f} img/s  {epoch_seconds:.1f}s")
         barrier(dist_info)
@@ -420,7 +474,10 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
         log(f"done: test accuracy {final.get('test_accuracy', float('nan')):.4f} after {cfg.epochs} epochs, "
             f"{train_seconds:.1f}s of training; wrote {out}/model.safetensors, metrics.jsonl, curves.png")
     model.eval()
-    return TrainResult(out, history, final.get("test_accuracy", float("nan")), train_seconds, model)
+    sizes = {"train": len(train_set.labels), "test": len(test_set.labels)}
+    if val_set is not None:
+        sizes["validation"] = len(val_set.labels)
+    return TrainResult(out, history, final.get("test_accuracy", float("nan")), train_seconds, model, sizes)
 
 
 def make_loader(data, batch_size: int, **kwargs) -> BatchLoader:
@@ -435,6 +492,56 @@ def _head(data, n: int):
     if isinstance(data, StreamedSet):
         return data.head(n)
     return dataclasses.replace(data, images=data.images[:n], labels=data.labels[:n])
+
+
+def _hold_out(data, n: int):
+    """Split off the last ``n`` training images as a validation set (He et al. 2015 chose their
+    CIFAR-10 schedule on a 45k/5k split; CIFAR's batches are in random order, so the last 5k are
+    a random 5k). The mean and standard deviation are recomputed on the images trained on."""
+    if not 0 < n < len(data):
+        raise ClassicNetsError(f"--holdout {n}: expected fewer validation images than the {len(data):,} "
+                               f"training images")
+    keep = len(data) - n
+    if isinstance(data, StreamedSet):
+        return data.rows(0, keep), dataclasses.replace(data.rows(keep, len(data)), name=f"{data.name}[holdout]")
+    mean, std = channel_stats(data.images[:keep])
+    train = dataclasses.replace(data, images=data.images[:keep], labels=data.labels[:keep], mean=mean, std=std)
+    val = dataclasses.replace(data, images=data.images[keep:], labels=data.labels[keep:], mean=mean, std=std,
+                              name=f"{data.name}[holdout]")
+    return train, val
+
+
+class ErrorWarmup:
+    """He et al. 2015, section 4.2, for ResNet-110: "we use 0.01 to warm up the training until the
+    training error is below 80% (about 400 iterations), and then go back to 0.1".
+
+    The training error is that of the last ``window`` mini-batches (summed over all ranks, so every
+    rank leaves the warm-up at the same step). The step it ended at is kept in the run's history,
+    so a resumed run does not warm up again.
+    """
+
+    window = 20
+
+    def __init__(self, threshold: float | None, lr: float) -> None:
+        self.threshold, self.lr = threshold, lr
+        self.ended_at: int | None = None
+        self.recent: list[tuple[float, float]] = []
+
+    @property
+    def active(self) -> bool:
+        return self.threshold is not None and self.ended_at is None
+
+    def update(self, hits: torch.Tensor, n: int, step: int, dist_info: DistInfo) -> None:
+        counts = torch.stack([hits.double(), torch.tensor(float(n), dtype=torch.float64, device=hits.device)])
+        all_reduce_sum(counts, dist_info)
+        self.recent = [*self.recent, (float(counts[0]), float(counts[1]))][-self.window:]
+        hit_sum, seen = map(sum, zip(*self.recent, strict=True))
+        if len(self.recent) == self.window and 1 - hit_sum / seen < self.threshold:
+            self.ended_at = step
+
+    def restore(self, history: list[dict]) -> None:
+        if history and history[-1].get("warmup_end_step") is not None:
+            self.ended_at = int(history[-1]["warmup_end_step"])
 
 
 def _all_finite(model: nn.Module) -> bool:
@@ -488,7 +595,7 @@ def _resume(out: Path, model: nn.Module, optimizer, cfg: TrainConfig) -> tuple[i
     # must share them to continue the same run (the learning rate itself may change).
     before = meta.get("config", {})
     changed = [f"--{k.replace('_', '-')} {before.get(k)!r} -> {getattr(cfg, k)!r}"
-               for k in ("dataset", "batch_size", "train_limit", "seed")
+               for k in ("dataset", "batch_size", "train_limit", "holdout", "seed")
                if k in before and _plain(before[k]) != _plain(getattr(cfg, k))]
     if changed:
         raise CheckpointError(f"--resume: {path} was trained with other settings ({'; '.join(changed)}); "

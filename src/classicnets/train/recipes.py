@@ -20,8 +20,9 @@ RECIPES: list[tuple[str, dict]] = [
                      weight_decay=5e-4, schedule="onecycle", augment="crop:2+flip", channels_last=True)),
     # He et al. 2015, section 4.2: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, lr/10 at
     # 32k and 48k iterations, stop at 64k (= 50% and 75% of training; ~164 epochs on 50k images).
+    # ResNet-110 first trains at 0.01 until its training error is below 80% (about 400 iterations).
     ("resnet110", dict(epochs=164, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
-                       weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75), warmup_epochs=1.0,
+                       weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75), warmup_until_error=0.8,
                        warmup_lr=0.01, augment="crop+flip")),
     ("resnet[0-9]*", dict(batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
                           weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75), augment="crop+flip")),
