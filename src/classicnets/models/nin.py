@@ -41,24 +41,31 @@ class NiN(ClassicNet):
 
     head_name = "cccp6"
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.5) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, dropout: float = 0.5,
+                 width: float = 1.0) -> None:
         super().__init__()
+        if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
+            raise ValueError(f"width must be a positive multiplier of the maps (1.0: the paper's), got {width!r}")
+
+        def maps(n: int) -> int:  # ``width`` scales every layer's maps: a cheaper net, same depth
+            return max(1, round(n * width))
+
         # Pools round up (ceil_mode) as the released configuration's framework did: 32 -> 16 -> 8.
         self.features = nn.Sequential(OrderedDict([
-            *_conv("conv1", in_channels, 192, 5, padding=2),
-            *_conv("cccp1", 192, 160),
-            *_conv("cccp2", 160, 96),
+            *_conv("conv1", in_channels, maps(192), 5, padding=2),
+            *_conv("cccp1", maps(192), maps(160)),
+            *_conv("cccp2", maps(160), maps(96)),
             ("pool1", nn.MaxPool2d(3, stride=2, ceil_mode=True)),
             ("drop1", nn.Dropout(dropout)),
-            *_conv("conv2", 96, 192, 5, padding=2),
-            *_conv("cccp3", 192, 192),
-            *_conv("cccp4", 192, 192),
+            *_conv("conv2", maps(96), maps(192), 5, padding=2),
+            *_conv("cccp3", maps(192), maps(192)),
+            *_conv("cccp4", maps(192), maps(192)),
             ("pool2", nn.AvgPool2d(3, stride=2, ceil_mode=True)),
             ("drop2", nn.Dropout(dropout)),
-            *_conv("conv3", 192, 192, 3, padding=1),
-            *_conv("cccp5", 192, 192),
+            *_conv("conv3", maps(192), maps(192), 3, padding=1),
+            *_conv("cccp5", maps(192), maps(192)),
         ]))
-        self.cccp6 = nn.Conv2d(192, num_classes, 1)
+        self.cccp6 = nn.Conv2d(maps(192), num_classes, 1)
         self.relu_cccp6 = nn.ReLU(inplace=True)  # as in the configuration: scores are >= 0
         # Global average pooling: no parameters to overfit, and each class map is a "confidence
         # map" of that class (section 3.2). Adaptive, so any input size works.

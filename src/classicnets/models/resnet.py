@@ -202,20 +202,24 @@ class CifarResNet(_ResNetBase):
 
     The paper uses identity shortcuts everywhere here, option A, so the residual and plain nets
     have exactly the same parameters; ``shortcut="B"`` gives the projection variant.
+    ``width`` is the first stage's number of maps (the paper's 16; stages use w, 2w, 4w): a
+    narrower net keeps the depth, and so the degradation problem, at a fraction of the cost.
     """
 
     def __init__(self, n: int, num_classes: int = 10, in_channels: int = 3,
-                 shortcut: str | None = "A", zero_init_residual: bool = False) -> None:
+                 shortcut: str | None = "A", zero_init_residual: bool = False, width: int = 16) -> None:
         super().__init__(shortcut, zero_init_residual)
-        self.inplanes = 16
-        self.conv1 = conv3x3(in_channels, 16)
-        self.bn1 = nn.BatchNorm2d(16)
+        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+            raise ValueError(f"width must be a positive integer (the paper's is 16), got {width!r}")
+        self.inplanes = width
+        self.conv1 = conv3x3(in_channels, width)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(BasicBlock, 16, n)  # 32x32
-        self.layer2 = self._make_layer(BasicBlock, 32, n, stride=2)  # 16x16
-        self.layer3 = self._make_layer(BasicBlock, 64, n, stride=2)  # 8x8
+        self.layer1 = self._make_layer(BasicBlock, width, n)  # 32x32
+        self.layer2 = self._make_layer(BasicBlock, 2 * width, n, stride=2)  # 16x16
+        self.layer3 = self._make_layer(BasicBlock, 4 * width, n, stride=2)  # 8x8
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(64, num_classes)
+        self.fc = nn.Linear(4 * width, num_classes)
         self._init_weights()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
