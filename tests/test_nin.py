@@ -92,3 +92,12 @@ def test_gradients_reach_the_first_layer(model):
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     grad = model.features.conv1.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def test_width_scales_every_layer():
+    half = classicnets.create_model("nin", width=0.5, in_channels=1)
+    convs = [m for m in half.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [96, 80, 48, 96, 96, 96, 96, 96, 10]
+    assert sum(p.numel() for p in half.parameters()) == 241_386
+    with pytest.raises(ValueError, match="width must be a positive multiplier"):
+        classicnets.create_model("nin", width=0)

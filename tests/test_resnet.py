@@ -254,3 +254,15 @@ def test_cards():
             "resnet152": 11.51e9, "plain18": 1.8e9, "plain34": 3.6e9}
     assert {n: classicnets.model_card(n).macs for n in macs} == macs
     assert classicnets.model_card("resnet20").defaults["shortcut"] == "A"
+
+
+def test_cifar_width_scales_every_stage_and_keeps_the_depth():
+    half = classicnets.create_model("resnet56", width=8, in_channels=1)
+    assert half.conv1.out_channels == 8 and half.layer3[-1].conv2.out_channels == 32 and half.fc.in_features == 32
+    assert len(half.layer1) == len(classicnets.create_model("resnet56").layer1) == 9
+    # 3x3 convolutions dominate: half the width is about a quarter of the parameters.
+    assert sum(p.numel() for p in half.parameters()) == 214_402
+    assert torch.equal(torch.tensor(half(torch.randn(2, 1, 32, 32)).shape), torch.tensor([2, 10]))
+    for bad in (0, -4, 2.5, True):
+        with pytest.raises(ValueError, match="width must be a positive integer"):
+            classicnets.create_model("plain20", width=bad)
