@@ -66,12 +66,19 @@ def test_identity(tmp_path):
 @needs_fashion
 def test_bottleneck(tmp_path):
     doc = experiments.run_experiment("bottleneck", out=tmp_path, train_limit=64, test_limit=64, epochs=1,
-                                     reps=1, batch=2)
+                                     reps=1, batch=2, seeds=(0, 1), width=0.25)
     check_outputs(tmp_path, "bottleneck")
     cost = doc["results"]["cost"]
     assert cost["direct_macs"] == 120_422_400 and cost["bottleneck_macs"] == [2_408_448, 10_035_200]
     nets = doc["results"]["nin_vs_plain"]
     assert set(nets) == {"nin", "plain (no 1x1)"} and all(0 <= v["test_accuracy"] <= 1 for v in nets.values())
+    assert all(len(v["test_accuracies"]) == 2 and v["test_accuracy_sd"] >= 0 for v in nets.values())
+    # width 0.25 scales NiN's 192 maps to 48 in every layer: the parameters of nin(width=0.25).
+    from classicnets import create_model
+
+    quarter = create_model("nin", num_classes=10, in_channels=1, width=0.25)
+    assert nets["nin"]["params"] == sum(p.numel() for p in quarter.parameters())
+    assert doc["settings"]["width"] == 0.25 and doc["seeds"] == [0, 1]
 
 
 @needs_fashion

@@ -28,7 +28,7 @@ def register_experiment(description: str, paper_protocol: bool = True):
 
 
 def _ensure_loaded() -> None:
-    from . import bottleneck, identity, pooling, transfer  # noqa: F401  (registers them)
+    from . import bottleneck, degradation, identity, pooling, transfer  # noqa: F401  (registers them)
 
 
 def list_experiments() -> list[str]:
