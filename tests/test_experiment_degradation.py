@@ -76,3 +76,25 @@ def test_paper_protocol_dry_run_two_iterations(tmp_path):
         assert meta["mean"] == pytest.approx(list(mean)) and meta["std"] == pytest.approx(list(std))
         assert meta["mean"][0] < meta["mean"][1]
     assert "Only depth 20" in doc["conclusion"]
+
+
+def test_cli_passes_data_and_settings(cli, tmp_path, monkeypatch):
+    seen = {}
+    experiments.list_experiments()  # loads the registry
+    fn, desc, paper = experiments._EXPERIMENTS["degradation"]
+
+    def spy(**kw):
+        seen.update(kw)
+        return fn(**kw)
+
+    monkeypatch.setitem(experiments._EXPERIMENTS, "degradation", (spy, desc, paper))
+    code, out, err = cli("experiment", "degradation", "--out", tmp_path / "d", "--set", "dataset=digits",
+                         "--set", "train_limit=64", "--set", "epochs=1", "--set", "depths=[20]", "--set", "width=2",
+                         "--set", "verbose=false")
+    assert code == 0, err
+    assert seen["depths"] == (20,) and seen["width"] == 2 and seen["verbose"] is False
+    assert seen["protocol"] == "quick"  # no flag: the quick protocol
+    code, _, err = cli("experiment", "pooling", "--set", "depths=[20]", "--out", tmp_path / "p")
+    assert code != 0 and "has no setting depths" in err and "seeds" in err
+    code, _, err = cli("experiment", "degradation", "--set", "depths", "--out", tmp_path / "x")
+    assert code != 0 and "--set 'depths': expected key=value" in err

@@ -42,13 +42,14 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
-def _kwargs(pairs: list[str]) -> dict:
-    """``key=value`` pairs; values parsed as JSON where they parse (numbers, true/false)."""
+def _kwargs(pairs: list[str], flag: str = "--model-arg") -> dict:
+    """``key=value`` pairs; values parsed as JSON where they parse (numbers, true/false, [lists])."""
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ClassicNetsError(f"--model-arg {pair!r}: expected key=value, e.g. shortcut=B")
+            example = "shortcut=B" if flag == "--model-arg" else "depths=[20,56]"
+            raise ClassicNetsError(f"{flag} {pair!r}: expected key=value, e.g. {example}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -225,7 +226,10 @@ def cmd_experiment(args) -> int:
             print(f"{name:<12} {describe_experiment(name)}")
         return 0
     out = args.out or f"runs/experiments/{args.name}"
-    doc = run_experiment(args.name, quick=args.protocol == "quick", out=out)
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in _kwargs(args.set, "--set").items()}
+    if args.data:
+        settings["data_dir"] = args.data
+    doc = run_experiment(args.name, quick=args.protocol == "quick", out=out, **settings)
     print(f"{doc['title']} ({doc['protocol']} protocol, {doc['seconds']:.0f} s)")
     print(doc["conclusion"])
     print(f"wrote {out}/results.json, report.md, " + ", ".join(doc["figures"]))
@@ -357,7 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--protocol", choices=["quick", "paper"], default="quick",
                    help="'paper': full datasets, more seeds and epochs, where the experiment defines it")
     s.add_argument("--out", help="output folder (default runs/experiments/NAME)")
-    s.set_defaults(func=cmd_experiment)
+    s.add_argument("--data", metavar="DIR", help="where the experiment's dataset is (e.g. CIFAR-10 for degradation's "
+                                                 "paper protocol), if not in the cache")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="change a setting of the experiment, e.g. --set depths=[20,56,110] --set seeds=[0,1]")
+    # Both flags write "protocol"; argparse would take the default of the first (None), so set it here.
+    s.set_defaults(func=cmd_experiment, protocol="quick")
     return p
 
 

@@ -58,6 +58,21 @@ def run_experiment(name: str, quick: bool = True, out: str | Path | None = None,
     if protocol == "paper" and not has_paper:
         raise ClassicNetsError(f"experiment {name!r} has no separate paper protocol: its quick run is the "
                                f"whole experiment (run it without --protocol paper)")
+    _check_settings(name, fn, kw)
     out = Path(out) if out is not None else Path("runs") / "experiments" / name
     out.mkdir(parents=True, exist_ok=True)
     return fn(out=out, protocol=protocol, **kw)
+
+
+def _check_settings(name: str, fn: Callable[..., dict], kw: dict) -> None:
+    """Name a setting the experiment does not take, and list the ones it does."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return  # the experiment checks its own
+    known = [p for p in params if p not in ("out", "protocol")]
+    unknown = sorted(set(kw) - set(known))
+    if unknown:
+        raise ClassicNetsError(f"experiment {name!r} has no setting {', '.join(unknown)}: "
+                               f"it takes {', '.join(known)}")
