@@ -44,7 +44,8 @@ def sections() -> dict[str, str]:
     from classicnets.experiments.common import readme_section
 
     return {
-        "experiments": readme_section(ROOT / "docs" / "experiments", ["identity", "bottleneck", "transfer", "pooling"],
+        "experiments": readme_section(ROOT / "docs" / "experiments",
+                                      ["degradation", "identity", "bottleneck", "transfer", "pooling"],
                                       link_root="docs/experiments", title=False),
         "kills": kills_line(),
         "models": format_models_table(models_table(), markdown=True),
