@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import write_results  # benchmarks/common.py (scripts run from this folder)
 from torch import nn
 
 import classicnets
@@ -286,12 +287,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.batch_sizes, args.steps, args.rounds, args.limit = [16], 3, 1, 256
     results = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "lenet_step_ideas.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = to_markdown(results, KEPT)
-    (args.out / "lenet_step_ideas.md").write_text(md)
-    if not args.quiet:
-        print(md)
+    write_results(args.out, "lenet_step_ideas", results, to_markdown(results, KEPT), args.quiet)
     return 0
 
 

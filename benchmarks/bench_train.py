@@ -24,7 +24,6 @@ results go to ``benchmarks/results/train_throughput.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import write_results  # benchmarks/common.py (scripts run from this folder)
 from torch.utils.data import DataLoader, Dataset
 
 import classicnets
@@ -248,12 +248,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.batch_sizes, args.reps, args.limit = [16, 32], 2, args.limit or 128
     results = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = to_markdown(results)
-    (args.out / "train_throughput.md").write_text(md)
-    if not args.quiet:
-        print(md)
+    write_results(args.out, "train_throughput", results, to_markdown(results), args.quiet)
     return 0
 
 

@@ -198,3 +198,20 @@ def test_predict_command_json_and_exit_codes(cli, trained_run, image_files):
     assert code == 1 and "notimage.txt" in err  # every input failed
     code, _, err = cli("predict", trained_run, d / "empty-dir-that-is-missing")
     assert code == 1 and "no such file" in err
+
+
+@pytest.mark.slow
+def test_predict_command_fast_gives_the_same_answers(cli, trained_run, image_files):
+    import json
+
+    d = image_files
+    args = ("predict", trained_run, d / "a.png", d / "dir", "--format", "json", "--top", "3")
+    code, plain, _ = cli(*args)
+    assert code == 0
+    code, fast, err = cli(*args, "--fast")
+    assert code == 0, err
+    plain, fast = json.loads(plain), json.loads(fast)
+    assert [r["file"] for r in plain] == [r["file"] for r in fast]
+    for p, f in zip(plain, fast, strict=True):
+        assert [t["class"] for t in p["top"]] == [t["class"] for t in f["top"]]
+        assert [t["probability"] for t in p["top"]] == pytest.approx([t["probability"] for t in f["top"]], abs=1e-4)

@@ -20,11 +20,12 @@ def summary(model, input_size, **kwargs):
     return _summary(model, input_size, **kwargs)
 
 
-def load(checkpoint, device="cpu"):
-    """A :class:`~classicnets.predict.Predictor` for a trained checkpoint (run directory or file)."""
+def load(checkpoint, device="cpu", fast=False, precision="fp32"):
+    """A :class:`~classicnets.predict.Predictor` for a trained checkpoint (run directory or file);
+    ``fast=True`` compiles it for CPU inference (``precision="bf16"``: in bfloat16)."""
     from .predict import load as _load
 
-    return _load(checkpoint, device=device)
+    return _load(checkpoint, device=device, fast=fast, precision=precision)
 
 
 def draw(model, input_size=None, **kwargs):

@@ -147,7 +147,8 @@ def cmd_predict(args) -> int:
     from .data.folder import IMAGE_EXTENSIONS
     from .predict import load
 
-    predictor = load(args.checkpoint, device=args.device)
+    predictor = load(args.checkpoint, device=args.device, fast=args.fast or args.precision == "bf16",
+                     precision=args.precision)
     paths: list[Path] = []
     for item in args.inputs:
         p = Path(item)
@@ -323,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint")
     s.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
     s.add_argument("--top", type=_positive_int, default=3)
+    s.add_argument("--fast", action="store_true",
+                   help="compile the model for CPU inference first (seconds up front; pays for many images)")
+    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: compiled bfloat16 inference on the CPU (implies --fast; about 2x fp32 on CPUs with "
+                        "native bf16)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--format", choices=["text", "json"], default="text")
     s.set_defaults(func=cmd_predict)

@@ -134,9 +134,18 @@ def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 
 class Predictor:
     """A trained model with its preprocessing. ``predict`` gives class indices, ``predict_proba``
-    class probabilities, ``classes`` the class names."""
+    class probabilities, ``classes`` the class names.
 
-    def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device = "cpu"):
+    ``fast=True`` runs the model through :func:`classicnets.fast.optimize_for_inference` (CPU
+    only): compiled when the predictor is made, for batches of up to ``fast_batch`` (each
+    smaller power-of-two chunk size compiles once, when first needed); ``precision="bf16"`` with
+    it computes in bfloat16. ``fast_model`` is then the :class:`~classicnets.fast.FastModel`.
+    """
+
+    fast_batch = 16  # the batch size a fast predictor is compiled for; larger inputs run in chunks
+
+    def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device = "cpu",
+                 fast: bool = False, precision: str = "fp32"):
         self.model = model.eval()
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
@@ -145,6 +154,25 @@ class Predictor:
         self.input_size = tuple(meta["input_size"][1:])
         self.data_size = tuple(meta.get("data_size", self.input_size))
         self.normalize = Normalize(meta["mean"], meta["std"], device=self.device)
+        self.fast_model = self._fast_model(fast, precision)
+
+    def _fast_model(self, fast: bool, precision: str):
+        """The FastModel for ``fast=True``, else None (after checking both arguments)."""
+        if not isinstance(fast, bool):
+            raise ClassicNetsError(f"fast={fast!r}: expected True or False")
+        if precision not in ("fp32", "bf16"):
+            raise ClassicNetsError(f"precision={precision!r}: expected 'fp32' or 'bf16'")
+        if not fast:
+            if precision != "fp32":
+                raise ClassicNetsError(f"precision={precision!r} needs fast=True (the plain model runs in fp32)")
+            return None
+        if self.device.type != "cpu":
+            raise ClassicNetsError(f"fast=True prepares CPU inference; got device {str(self.device)!r}")
+        from .fast import optimize_for_inference
+
+        gen = torch.Generator().manual_seed(0)  # normalised inputs are roughly N(0, 1)
+        example = torch.randn(self.fast_batch, self.channels, *self.input_size, generator=gen)
+        return optimize_for_inference(self.model, example, precision)
 
     def _image_from_file(self, path) -> torch.Tensor:
         from .data.folder import load_image
@@ -185,7 +213,8 @@ class Predictor:
 
     @torch.no_grad()
     def logits(self, x) -> torch.Tensor:
-        return self.model(self.preprocess(x)).float()
+        model = self.model if self.fast_model is None else self.fast_model
+        return model(self.preprocess(x)).float()
 
     def predict_proba(self, x) -> torch.Tensor:
         return self.logits(x).softmax(1).cpu()
@@ -214,7 +243,9 @@ def _resize(t: torch.Tensor, size) -> torch.Tensor:
     return torch.stack([convert_image(Image.fromarray(a), size=size, channels=channels) for a in pixels])
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
-    """A :class:`Predictor` for a checkpoint written by ``classicnets train``."""
+def load(path: str | os.PathLike, device: str | torch.device = "cpu", fast: bool = False,
+         precision: str = "fp32") -> Predictor:
+    """A :class:`Predictor` for a checkpoint written by ``classicnets train``; ``fast`` and
+    ``precision`` as for :class:`Predictor`."""
     model, meta = build_from_checkpoint(path, device)
-    return Predictor(model, meta, device)
+    return Predictor(model, meta, device, fast=fast, precision=precision)
