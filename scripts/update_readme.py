@@ -31,6 +31,44 @@ def kills_line() -> str:
             f"  [results](benchmarks/results/reliability.md)).")
 
 
+def benchmarks_section() -> str:
+    """The suite's headline figures and goals, from benchmarks/results.json."""
+    import json
+
+    r = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    m, p = r["machine"], r["peak"]
+    lines = [f"From `benchmarks/results.md` (`.venv/bin/python benchmarks/suite.py`, {r['seconds'] / 60:.0f} min): "
+             f"{m['cpu']}, {m['cores_available']} cores, torch {m['torch']}, {m['torch_threads']} threads; matmul peak "
+             f"fp32 {p['fp32_gflops']:.0f} GFLOP/s, bf16 {p['bf16_gflops']:.0f} GFLOP/s; medians of {r['reps']} "
+             "interleaved runs, each in its own process.", "",
+             "| training workload | classicnets img/s | tutorial loop img/s | speed-up | classicnets settings "
+             "| % of peak | peak RSS MB |", "|---|---:|---:|---:|---|---:|---:|"]
+    for name, w in r["training"].items():
+        med, s = w["median_images_per_second"], w["classicnets_settings"]
+        f = w["fraction_of_peak"]
+        lines.append(f"| {name} (batch {w['batch']}) | {med['classicnets']:,.1f} | {med['tutorial']:,.1f} | "
+                     f"**{w['speedup']:.2f}x** | {s['resolved_precision']}, "
+                     f"{'channels-last' if s['channels_last'] else 'contiguous'} | "
+                     f"{100 * f['classicnets']:.0f}% of {f['classicnets_peak']} | "
+                     f"{w['median_peak_rss_mb']['classicnets']:,.0f} |")
+    tta = r.get("time_to_accuracy") or {}
+    if tta:
+        lines += ["", "Time to accuracy (default recipe, training seconds): " + "; ".join(
+            f"{t['model']} to {100 * t['target']:.1f}% on {t['dataset']}: "
+            + (f"{t['reached']['seconds']:.1f} s (epoch {t['reached']['epoch']})" if t["reached"] else "not reached")
+            for t in tta.values()) + "."]
+    lines += ["", "Goals of the performance issue, as measured by this run:", ""]
+    lines += [f"- {format_goal(g)}" for g in r["goals"]]
+    return "\n".join(lines)
+
+
+def format_goal(g: dict) -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from suite import format_goal as fmt
+
+    return fmt(g)
+
+
 def sections() -> dict[str, str]:
     from classicnets.inspect import format_cost_table, model_summary, stack_cost
     from classicnets.zoo_table import format_models_table, models_table
@@ -48,6 +86,7 @@ def sections() -> dict[str, str]:
                                       ["degradation", "identity", "bottleneck", "transfer", "pooling"],
                                       link_root="docs/experiments", title=False),
         "kills": kills_line(),
+        "benchmarks": benchmarks_section(),
         "models": format_models_table(models_table(), markdown=True),
         "summary-lenet5": f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",
         "cost": (

@@ -43,3 +43,35 @@ def test_bench_lenet_step_quick_writes_the_idea_table(tmp_path):
     md = (tmp_path / "lenet_step_ideas.md").read_text()
     assert "| idea | img/s before | img/s after | ratio |" in md
 
+
+
+@pytest.mark.slow
+def test_suite_quick_writes_every_section(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--quick", "--quiet",
+                           "--skip-inference", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["peak"]["fp32_gflops"] > 0 and r["peak"]["bf16_gflops"] > 0 and len(r["peak"]["runs"]) == 2
+    assert set(r["training"]) == {"lenet5-fashion", "resnet20-32x32x3"}
+    for w in r["training"].values():
+        assert set(w["median_images_per_second"]) == {"classicnets", "tutorial"}
+        assert all(v > 0 for v in w["median_images_per_second"].values())
+        assert w["speedup"] > 0 and 0 < w["fraction_of_peak"]["classicnets"]
+        assert all(v > 50 for v in w["median_peak_rss_mb"].values())  # MB: a torch process is hundreds
+        assert w["macs_per_image"] > 0
+    # LeNet-5 at 1x32x32: the card's 416,520 multiply-adds.
+    assert r["training"]["lenet5-fashion"]["macs_per_image"] == 416_520
+    (tta,) = r["time_to_accuracy"].values()
+    assert tta["target"] == 0.5 and tta["curve"] and tta["peak_rss_mb"] > 0
+    assert set(r["settings"]) == {"lenet5-fashion", "resnet20-32x32x3"}
+    assert set(r["parity"]["accuracy"]) == {"fp32", "bf16"}
+    goals = {g["goal"]: g for g in r["goals"]}
+    assert "LeNet-5 training >= 3x the tutorial loop" in goals
+    resnet = goals["ResNet-20 training >= 2x the tutorial fp32 loop at equal final accuracy"]
+    assert resnet["measured"] == r["training"]["resnet20-32x32x3"]["speedup"]
+    assert isinstance(resnet["met"], bool) and resnet["accuracy_gap_bf16_minus_fp32"] is not None
+    md = (tmp_path / "results.md").read_text()
+    assert "**met**" in md or "**not met**" in md
+    for heading in ("## Training throughput", "## Time to accuracy", "## What the defaults are made of", "## Goals"):
+        assert heading in md

@@ -1,0 +1,610 @@
+"""The benchmark suite: one command, every figure of the performance issue, side by side.
+
+    .venv/bin/python benchmarks/suite.py            # ~25-35 minutes on 2 cores
+    .venv/bin/python benchmarks/suite.py --quick    # seconds: checks that it all runs (the tests)
+
+Writes ``benchmarks/results.json`` and ``benchmarks/results.md`` (quoted by the README):
+
+1. **Training throughput** (images/s) of ``classicnets.train`` -- the real product path, its
+   per-epoch ``images_per_second`` -- against the tutorial loop: a ``Dataset`` returning one
+   augmented sample at a time through a ``DataLoader``, the model in its default memory format,
+   fp32, ``torch.optim.SGD``'s default implementation, ``loss.item()`` every step. Same model,
+   batch size, optimiser settings and augmentation. Workloads: LeNet-5 on Fashion-MNIST (the
+   first 20,000 images); ResNet-20 and ResNet-56 on 32x32x3 (random CIFAR-10-shaped images:
+   throughput does not depend on the pixels); VGG-16 and ResNet-50 at 224x224 for a few steps.
+2. **Time to accuracy**: training seconds (evaluation excluded) until LeNet-5 first reaches 90%
+   on the Fashion-MNIST test set, and 98.5% on the embedded digits' test split, with the default
+   recipe.
+3. **Inference throughput**: ``benchmarks/bench_infer.py`` (AlexNet, VGG-16, ResNet-50 at batch
+   1 and 16: eager, the fastest fp32 and bf16 paths, ONNX Runtime), merged in.
+4. **Fraction of peak**: achieved FLOP/s (2 x multiply-adds per image forward, x3 for a training
+   step: forward, input gradients and weight gradients) over the matmul peak of this machine,
+   measured in the same run (fp32 and bf16 ``torch.mm``, before and after the runs).
+5. **Memory**: the peak RSS of each training run; every run is its own process, so the figure
+   is that run's alone (``os.wait4``'s ``ru_maxrss``).
+
+Each contender runs ``--reps`` times, interleaved (A B, B A, ...), and the medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import write_results  # benchmarks/common.py (scripts run from this folder)
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# name -> (model, data kind, batch size, training images, timed epochs per run)
+WORKLOADS = {
+    "lenet5-fashion": dict(model="lenet5", data="fashion-mnist", batch=64, images=20_000, size=32),
+    "resnet20-32x32x3": dict(model="resnet20", data="random32", batch=128, images=2_560, size=32),
+    "resnet56-32x32x3": dict(model="resnet56", data="random32", batch=128, images=1_024, size=32),
+    # A few steps: two of batch 8 per epoch (VGG-16 trains at about 1 image/s in fp32 on 2 cores).
+    "vgg16-224": dict(model="vgg16", data="random224", batch=8, images=16, size=224),
+    "resnet50-224": dict(model="resnet50", data="random224", batch=8, images=32, size=224),
+}
+QUICK_WORKLOADS = {
+    "lenet5-fashion": dict(model="lenet5", data="digits", batch=64, images=256, size=32),
+    "resnet20-32x32x3": dict(model="resnet20", data="random32", batch=32, images=64, size=32),
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Workers: each measurement runs in a fresh process so its peak RSS is its own.
+# ------------------------------------------------------------------------------------------
+
+
+def run_worker(argv: list[str], env_threads: int | None) -> dict:
+    """Run ``suite.py worker ...`` and return its JSON, with the process's peak RSS."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "worker", *argv]
+    env = dict(os.environ)
+    if env_threads:
+        env["OMP_NUM_THREADS"] = str(env_threads)
+    proc = subprocess.run(cmd, capture_output=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr.decode()[-3000:]}")
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (the worker's, as it ends)."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kb / 1024
+
+
+def make_random_data(kind: str, root: Path, n_train: int, n_test: int = 16) -> Path:
+    """A CIFAR-10 folder of random 32x32x3 images, or a folder of random 224x224 PNGs."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if kind == "random32":
+        d = root / "cifar-10-batches-py"
+        d.mkdir(parents=True, exist_ok=True)
+        names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+        (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+        per = math.ceil(n_train / 5)
+        for i, (name, n) in enumerate([*[(f"data_batch_{k}", per) for k in range(1, 6)], ("test_batch", n_test)]):
+            data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+            (d / name).write_bytes(pickle.dumps({b"data": data, b"labels": [(i + j) % 10 for j in range(n)]},
+                                                protocol=2))
+        return d
+    from PIL import Image
+
+    for split, n in (("train", n_train), ("test", n_test)):
+        for j in range(n):
+            cls = root / split / f"class{j % 4}"
+            cls.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(cls / f"{j}.png")
+    return root
+
+
+def worker_train(args) -> dict:
+    """One contender on one workload: two epochs (the first warms up), the second's images/s."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_dir = args.data_dir or None
+    dataset = None if data_dir else args.data
+    if args.contender == "classicnets":
+        from classicnets.train.loop import TrainConfig, train
+
+        with tempfile.TemporaryDirectory() as tmp:
+            r = train(TrainConfig(model=args.model, dataset=dataset, data_dir=data_dir, batch_size=args.batch,
+                                  train_limit=args.images, epochs=args.epochs, quiet=True, out=tmp,
+                                  eval_every=10**6, lr=args.lr, precision=args.precision or "auto",
+                                  channels_last={"yes": True, "no": False}.get(args.channels_last),
+                                  seed=args.seed))
+            ips = [h["images_per_second"] for h in r.history]
+            cfg = json.loads((Path(tmp) / "config.json").read_text())
+        return {"images_per_second": ips[-1], "epochs": ips, "precision": cfg["precision"],
+                "resolved_precision": _resolved_precision(cfg), "channels_last": cfg["channels_last"],
+                "peak_rss_mb": _peak_rss_mb()}
+    ips = tutorial_train(args)
+    return {"images_per_second": ips[-1], "epochs": ips, "precision": "fp32", "resolved_precision": "fp32",
+            "channels_last": False, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _resolved_precision(cfg: dict) -> str:
+    import torch
+
+    from classicnets.train.loop import autocast_dtype
+
+    dtype = autocast_dtype(cfg["precision"], torch.device("cpu"), cfg["model"])
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def tutorial_train(args) -> list[float]:
+    """The tutorial loop: per-sample Dataset + DataLoader, default memory format, fp32."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, Dataset
+
+    import classicnets
+    from classicnets.data.sources import load_split
+    from classicnets.registry import model_card
+    from classicnets.train.loop import TrainConfig, parse_augment
+
+    cfg = TrainConfig(model=args.model, dataset=None if args.data_dir else args.data, data_dir=args.data_dir or None,
+                      batch_size=args.batch, lr=args.lr).resolved()
+    card = model_card(args.model)
+    size = tuple(card.input_size[1:])
+    data = load_split(cfg.dataset, cfg.data_dir, "train", size=size, channels=card.input_size[0])
+    images, labels = data.images[:args.images], data.labels[:args.images]
+    aug = parse_augment(cfg.augment, cfg.dataset)
+    mean = torch.tensor(data.mean).view(-1, 1, 1)
+    std = torch.tensor(data.std).view(-1, 1, 1)
+
+    class TutorialSet(Dataset):
+        """ToTensor, Pad to the model's size, RandomCrop(padding), RandomHorizontalFlip, Normalize."""
+
+        def __len__(self):
+            return len(labels)
+
+        def __getitem__(self, i):
+            x = images[i].float() / 255
+            h, w = x.shape[-2:]
+            top, left = (size[0] - h) // 2, (size[1] - w) // 2
+            x = F.pad(x, (left, size[1] - w - left, top, size[0] - h - top))
+            if aug.crop_padding:
+                p = aug.crop_padding
+                x = F.pad(x, (p, p, p, p))
+                dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
+                x = x[:, dy:dy + size[0], dx:dx + size[1]]
+            if aug.flip and torch.rand(()) < 0.5:
+                x = x.flip(-1)
+            return (x - mean) / std, int(labels[i])
+
+    torch.manual_seed(0)
+    model = classicnets.create_model(args.model, num_classes=len(data.classes), in_channels=images.shape[1])
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=bool(cfg.nesterov),
+                          weight_decay=cfg.weight_decay)
+    loader = DataLoader(TutorialSet(), batch_size=args.batch, shuffle=True)
+    rates = []
+    for _ in range(args.epochs):
+        seen, running = 0, 0.0
+        t0 = time.perf_counter()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running += loss.item()
+            seen += len(y)
+        rates.append(seen / (time.perf_counter() - t0))
+    return rates
+
+
+def worker_tta(args) -> dict:
+    """Train with the default recipe; training seconds until the test accuracy first reaches the target."""
+    from classicnets.train.loop import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        r = train(TrainConfig(model=args.model, dataset=args.data, quiet=True, out=tmp, threads=args.threads,
+                              epochs=args.epochs, train_limit=args.images, precision=args.precision or "auto",
+                              seed=args.seed))
+    elapsed, reached = 0.0, None
+    for h in r.history:
+        elapsed += h["epoch_seconds"]
+        if reached is None and h["test_accuracy"] >= args.target:
+            reached = {"epoch": h["epoch"], "seconds": elapsed}
+    return {"reached": reached, "final_accuracy": r.history[-1]["test_accuracy"],
+            "total_train_seconds": elapsed, "epochs": len(r.history),
+            "curve": [[h["epoch"], h["test_accuracy"], h["epoch_seconds"]] for h in r.history],
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def worker_peak(args) -> dict:
+    """Matmul peak: median GFLOP/s of n x n torch.mm, fp32 and bf16."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = {}
+    n = args.n
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        rates = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            a @ b
+            rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+        out[name] = {"median_gflops": statistics.median(rates), "max_gflops": max(rates)}
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# The suite
+# ------------------------------------------------------------------------------------------
+
+
+def log(args, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def training_section(args, workloads: dict, tmp: Path) -> dict:
+    from classicnets.registry import model_card
+    from classicnets.train.loop import TrainConfig
+
+    results = {}
+    for name, w in workloads.items():
+        data_dir = ""
+        if w["data"].startswith("random"):
+            data_dir = str(make_random_data(w["data"], tmp / name, w["images"]))
+        lr = TrainConfig(model=w["model"]).resolved().lr
+        # Two epochs per run (the first warms up), one epoch being at least a few steps.
+        common = ["--model", w["model"], "--data", w["data"], "--data-dir", data_dir, "--batch", str(w["batch"]),
+                  "--images", str(w["images"]), "--epochs", "2", "--lr", str(lr)]
+        if args.threads:
+            common += ["--threads", str(args.threads)]
+        samples = {"classicnets": [], "tutorial": []}
+        rss = {"classicnets": [], "tutorial": []}
+        info = {}
+        names = list(samples)
+        for rep in range(args.reps):
+            for contender in names[rep % 2:] + names[:rep % 2]:
+                r = run_worker(["train", "--contender", contender, *common], args.threads)
+                samples[contender].append(r["images_per_second"])
+                rss[contender].append(r["peak_rss_mb"])
+                if contender == "classicnets":
+                    info = {k: r[k] for k in ("precision", "resolved_precision", "channels_last")}
+            log(args, f"{name} rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.1f} img/s" for k, v in samples.items()))
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        card = model_card(w["model"])
+        macs = _macs(w["model"], w, card)
+        results[name] = {**w, "lr": lr, "images_per_second": samples, "median_images_per_second": med,
+                         "speedup": med["classicnets"] / med["tutorial"], "peak_rss_mb": rss,
+                         "median_peak_rss_mb": {k: statistics.median(v) for k, v in rss.items()},
+                         "macs_per_image": macs, "classicnets_settings": info}
+    return results
+
+
+def _macs(model: str, w: dict, card) -> int:
+    """Forward multiply-adds per image at the workload's input (1 channel for Fashion/digits)."""
+    from classicnets import create_model
+    from classicnets.inspect import summary
+
+    channels = 1 if w["data"] in ("fashion-mnist", "digits") else 3
+    classes = 4 if w["data"] == "random224" else 10
+    m = create_model(model, num_classes=classes, in_channels=channels)
+    return summary(m, (channels, w["size"], w["size"])).total_macs
+
+
+def settings_section(args, tmp: Path) -> dict:
+    """What the defaults are made of: classicnets.train on one workload with each precision and
+    memory format, interleaved. This is the measurement behind ``BF16_MIN_MACS`` and the recipes'
+    ``channels_last``."""
+    out = {}
+    picks = {"lenet5-fashion": [("fp32", "yes"), ("bf16", "yes"), ("fp32", "no")],
+             "resnet20-32x32x3": [("fp32", "no"), ("fp32", "yes"), ("bf16", "no"), ("bf16", "yes")]}
+    table = QUICK_WORKLOADS if args.quick else WORKLOADS
+    for name, variants in picks.items():
+        w = table[name]
+        data_dir = str(make_random_data(w["data"], tmp / f"settings-{name}", w["images"])) \
+            if w["data"].startswith("random") else ""
+        common = ["--contender", "classicnets", "--model", w["model"], "--data", w["data"], "--data-dir", data_dir,
+                  "--batch", str(w["batch"]), "--images", str(w["images"]), "--epochs", "2"]
+        if args.threads:
+            common += ["--threads", str(args.threads)]
+        samples = {f"{p}, {'channels-last' if cl == 'yes' else 'contiguous'}": [] for p, cl in variants}
+        keys = list(samples)
+        for rep in range(args.reps):
+            order = list(range(len(variants)))
+            order = order[rep % len(order):] + order[:rep % len(order)]
+            for i in order:
+                p, cl = variants[i]
+                r = run_worker(["train", *common, "--precision", p, "--channels-last", cl], args.threads)
+                samples[keys[i]].append(r["images_per_second"])
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        base = med[keys[0]]
+        out[name] = {"images_per_second": samples, "median_images_per_second": med,
+                     "relative_to_first": {k: v / base for k, v in med.items()}}
+        log(args, f"settings {name}: " + ", ".join(f"{k} {v:,.0f}" for k, v in med.items()))
+    return out
+
+
+def parity_section(args) -> dict:
+    """bf16 autocast must keep accuracy: ResNet-20 on Fashion-MNIST (1 channel, padded to 32x32),
+    fp32 against bf16, same seeds, same data, same everything else."""
+    data, images, epochs, seeds = (("digits", 256, 1, (0,)) if args.quick else ("fashion-mnist", 10_000, 4, (0, 1)))
+    out = {"dataset": data, "images": images, "epochs": epochs, "seeds": list(seeds), "accuracy": {}}
+    for precision in ("fp32", "bf16"):
+        accs = []
+        for seed in seeds:
+            argv = ["tta", "--model", "resnet20", "--data", data, "--target", "2", "--epochs", str(epochs),
+                    "--images", str(images), "--precision", precision, "--seed", str(seed)]
+            if args.threads:
+                argv += ["--threads", str(args.threads)]
+            accs.append(run_worker(argv, args.threads)["final_accuracy"])
+        out["accuracy"][precision] = accs
+        log(args, f"parity resnet20 {precision}: {accs}")
+    return out
+
+
+def time_to_accuracy_section(args) -> dict:
+    targets = ([("lenet5", "fashion-mnist", 0.90), ("lenet5", "digits", 0.985)] if not args.quick
+               else [("lenet5", "digits", 0.5)])
+    out = {}
+    for model, data, target in targets:
+        argv = ["tta", "--model", model, "--data", data, "--target", str(target)]
+        if args.quick:
+            argv += ["--epochs", "1"]
+        if args.threads:
+            argv += ["--threads", str(args.threads)]
+        r = run_worker(argv, args.threads)
+        out[f"{model}-{data}"] = {"model": model, "dataset": data, "target": target, **r}
+        log(args, f"time to {target:.1%} on {data}: {r['reached']}, final {r['final_accuracy']:.4f}")
+    return out
+
+
+def peak_section(args) -> dict:
+    argv = ["peak", "--n", "256" if args.quick else "2048", "--reps", "3" if args.quick else "15"]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    return run_worker(argv, args.threads)
+
+
+def inference_section(args, tmp: Path) -> dict | None:
+    if args.skip_inference:
+        return None
+    script = HERE / "bench_infer.py"
+    if not script.exists():
+        return None
+    out = tmp / "infer"
+    cmd = [sys.executable, str(script), "--out", str(out), "--quiet"]
+    if args.quick:
+        cmd.append("--quick")
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return {"json": json.loads((out / "inference.json").read_text()),
+            "markdown": (out / "inference.md").read_text()}
+
+
+def run(args) -> dict:
+    from classicnets.report import machine_info
+
+    started = time.perf_counter()
+    workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
+    if args.workloads:
+        unknown = set(args.workloads) - set(WORKLOADS)
+        if unknown:
+            raise SystemExit(f"--workloads: unknown {', '.join(sorted(unknown))}; "
+                             f"expected some of {', '.join(WORKLOADS)}")
+        workloads = {k: (QUICK_WORKLOADS if args.quick and k in QUICK_WORKLOADS else WORKLOADS)[k]
+                     for k in args.workloads}
+    results = {"machine": machine_info(), "quick": args.quick, "reps": args.reps}
+    with tempfile.TemporaryDirectory(prefix="classicnets-bench-") as tmp:
+        tmp = Path(tmp)
+        log(args, "matmul peak ...")
+        peaks = [peak_section(args)]
+        log(args, f"  fp32 {peaks[0]['fp32']['median_gflops']:.0f} GFLOP/s, "
+                  f"bf16 {peaks[0]['bf16']['median_gflops']:.0f}")
+        results["training"] = training_section(args, workloads, tmp)
+        results["settings"] = {} if args.skip_settings else settings_section(args, tmp)
+        results["parity"] = {} if args.skip_settings else parity_section(args)
+        results["time_to_accuracy"] = {} if args.skip_tta else time_to_accuracy_section(args)
+        results["inference"] = inference_section(args, tmp)
+        peaks.append(peak_section(args))
+    results["peak"] = {
+        "runs": peaks,
+        "fp32_gflops": statistics.median([p["fp32"]["median_gflops"] for p in peaks]),
+        "bf16_gflops": statistics.median([p["bf16"]["median_gflops"] for p in peaks]),
+    }
+    for r in results["training"].values():
+        flops = 3 * 2 * r["macs_per_image"]
+        r["achieved_gflops"] = {k: flops * v / 1e9 for k, v in r["median_images_per_second"].items()}
+        peak_key = "bf16_gflops" if r["classicnets_settings"].get("resolved_precision") == "bf16" else "fp32_gflops"
+        r["fraction_of_peak"] = {
+            "classicnets": r["achieved_gflops"]["classicnets"] / results["peak"][peak_key],
+            "classicnets_peak": peak_key.split("_")[0],
+            "tutorial": r["achieved_gflops"]["tutorial"] / results["peak"]["fp32_gflops"],
+        }
+    results["goals"] = evaluate_goals(results)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def evaluate_goals(results: dict) -> list[dict]:
+    """The issue's goals against this run's numbers (only those this run measured)."""
+    goals = []
+    lenet = results["training"].get("lenet5-fashion")
+    if lenet:
+        goals.append({"goal": "LeNet-5 training >= 3x the tutorial loop", "target": 3.0,
+                      "measured": lenet["speedup"], "met": lenet["speedup"] >= 3.0, "unit": "x"})
+        frac = lenet["fraction_of_peak"]["classicnets"]
+        goals.append({"goal": f"LeNet-5 training >= 50% of the {lenet['fraction_of_peak']['classicnets_peak']} "
+                              f"matmul peak", "target": 0.5, "measured": frac, "met": frac >= 0.5, "unit": "fraction"})
+    tta = results["time_to_accuracy"].get("lenet5-fashion-mnist")
+    if tta:
+        secs = tta["reached"]["seconds"] if tta["reached"] else None
+        goals.append({"goal": "LeNet-5 to 90% Fashion-MNIST test accuracy in <= 15 s of training", "target": 15.0,
+                      "measured": secs, "met": secs is not None and secs <= 15.0, "unit": "s"})
+    r20 = results["training"].get("resnet20-32x32x3")
+    if r20:
+        acc = results.get("parity", {}).get("accuracy")
+        gap = (statistics.mean(acc["bf16"]) - statistics.mean(acc["fp32"])) if acc else None
+        # "Equal final accuracy": bf16 within half a point of fp32 on the parity runs.
+        equal = gap is not None and abs(gap) <= 0.005
+        goals.append({"goal": "ResNet-20 training >= 2x the tutorial fp32 loop at equal final accuracy",
+                      "target": 2.0, "measured": r20["speedup"], "met": r20["speedup"] >= 2.0 and equal,
+                      "unit": "x", "accuracy_gap_bf16_minus_fp32": gap})
+    inference = (results.get("inference") or {}).get("json", {}).get("goals", {})
+    for name, g in inference.items():
+        goals.append({"goal": f"ResNet-50 inference, batch 16: {name} >= {g['target']}", "target": g["target"],
+                      "measured": g["measured"], "met": g["met"], "unit": "fraction" if "agreement" in name else "x"})
+    return goals
+
+
+def format_goal(g: dict) -> str:
+    m = g["measured"]
+    value = ("not reached" if m is None else f"{m:.2f}x" if g["unit"] == "x" else f"{m:.1f} s" if g["unit"] == "s"
+             else f"{100 * m:.1f}%")
+    extra = ""
+    if g.get("accuracy_gap_bf16_minus_fp32") is not None:
+        extra = f"; bf16 - fp32 accuracy {100 * g['accuracy_gap_bf16_minus_fp32']:+.2f} points"
+    return f"{g['goal']}: {value}{extra}: **{'met' if g['met'] else 'not met'}**"
+
+
+# ------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------
+
+def to_markdown(results: dict) -> str:
+    m = results["machine"]
+    p = results["peak"]
+    lines = ["# Benchmark results", "",
+             f"`benchmarks/suite.py`{' --quick' if results['quick'] else ''}: {results['seconds']:.0f} s. "
+             f"Machine: {m['cpu']}, {m['cores_available']} cores available, torch {m['torch']}, "
+             f"{m['torch_threads']} torch threads, load average at start "
+             f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])}. Medians of {results['reps']} "
+             f"interleaved repetitions; each run is its own process.", "",
+             f"**Matmul peak** (median of `torch.mm` 2048x2048, measured before and after the runs): "
+             f"fp32 {p['fp32_gflops']:.0f} GFLOP/s, bf16 {p['bf16_gflops']:.0f} GFLOP/s.", "",
+             "## Training throughput", "",
+             "`classicnets.train` (its per-epoch images/s: the batch pipeline, the recipe's memory format, "
+             "precision and fused optimiser) against the tutorial loop (per-sample `Dataset` + `DataLoader`, "
+             "fp32, default memory format, `torch.optim.SGD`, `loss.item()` every step); same model, batch, "
+             "optimiser settings and augmentation. Second epoch of each run (the first warms up). "
+             "Training FLOPs = 3 x 2 x forward multiply-adds per image.", "",
+             "| workload | batch | classicnets img/s | tutorial img/s | speed-up | classicnets settings | "
+             "classicnets GFLOP/s (% of peak) | tutorial GFLOP/s (% of fp32 peak) | peak RSS MB (ours / tutorial) |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for name, r in results["training"].items():
+        med, g, f = r["median_images_per_second"], r["achieved_gflops"], r["fraction_of_peak"]
+        s = r["classicnets_settings"]
+        settings = f"{s.get('resolved_precision')}, {'channels-last' if s.get('channels_last') else 'contiguous'}"
+        lines.append(
+            f"| {name} | {r['batch']} | {med['classicnets']:,.1f} | {med['tutorial']:,.1f} | **{r['speedup']:.2f}x** | "
+            f"{settings} | {g['classicnets']:.1f} ({100 * f['classicnets']:.0f}% of {f['classicnets_peak']}) | "
+            f"{g['tutorial']:.1f} ({100 * f['tutorial']:.0f}%) | "
+            f"{r['median_peak_rss_mb']['classicnets']:,.0f} / {r['median_peak_rss_mb']['tutorial']:,.0f} |")
+    lines += ["", "All repetitions (img/s): " + "; ".join(
+        f"{name}: ours {', '.join(f'{v:,.1f}' for v in r['images_per_second']['classicnets'])}, tutorial "
+        f"{', '.join(f'{v:,.1f}' for v in r['images_per_second']['tutorial'])}"
+        for name, r in results["training"].items()),
+        ""]
+    if results["time_to_accuracy"]:
+        lines += ["## Time to accuracy", "",
+                  "The default recipe (`classicnets train lenet5 --dataset D`); training seconds summed over epochs "
+                  "until the test accuracy (evaluated after each epoch, not counted) first reaches the target.", "",
+                  "| model | dataset | target | reached after | training seconds | final accuracy (epochs) "
+                  "| peak RSS MB |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for r in results["time_to_accuracy"].values():
+            reached = r["reached"]
+            lines.append(f"| {r['model']} | {r['dataset']} | {100 * r['target']:.1f}% | "
+                         + (f"epoch {reached['epoch']} | {reached['seconds']:.1f} |" if reached
+                            else "not reached | - |")
+                         + f" {100 * r['final_accuracy']:.2f}% ({r['epochs']}) | {r['peak_rss_mb']:,.0f} |")
+        lines.append("")
+    if results.get("settings"):
+        lines += ["## What the defaults are made of", "",
+                  "`classicnets.train` on the same workload with each precision and memory format (median img/s, "
+                  "relative to the first row). This decides `precision=\"auto\"` on a CPU (bf16 autocast for nets "
+                  "of at least 10 M multiply-adds per image, on CPUs with native bf16) and the recipes' channels-last.",
+                  "", "| workload | setting | median img/s | relative |", "|---|---|---:|---:|"]
+        for name, r in results["settings"].items():
+            for k, v in r["median_images_per_second"].items():
+                lines.append(f"| {name} | {k} | {v:,.0f} | {r['relative_to_first'][k]:.2f}x |")
+        lines.append("")
+    if results.get("parity"):
+        pr = results["parity"]
+        acc = pr["accuracy"]
+        lines += [f"**bf16 keeps accuracy**: ResNet-20 on {pr['dataset']} ({pr['images']:,} training images, "
+                  f"{pr['epochs']} epochs, seeds {pr['seeds']}), test accuracy fp32 "
+                  + ", ".join(f"{100 * a:.2f}%" for a in acc["fp32"]) + " against bf16 autocast "
+                  + ", ".join(f"{100 * a:.2f}%" for a in acc["bf16"])
+                  + f" (means {100 * statistics.mean(acc['fp32']):.2f}% and "
+                    f"{100 * statistics.mean(acc['bf16']):.2f}%).",
+                  ""]
+    if results.get("inference"):
+        md = results["inference"]["markdown"]
+        body = md.split("\n", 1)[1] if md.startswith("#") else md
+        lines += ["## Inference", "", body.replace("\n# ", "\n### ").replace("\n## ", "\n### "), ""]
+    lines += ["## Goals", ""] + [f"- {format_goal(g)}" for g in results["goals"]] + [""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="mode")
+    w = sub.add_parser("worker")
+    w.add_argument("kind", choices=["train", "tta", "peak"])
+    w.add_argument("--contender", choices=["classicnets", "tutorial"])
+    w.add_argument("--model")
+    w.add_argument("--data")
+    w.add_argument("--data-dir", default="")
+    w.add_argument("--batch", type=int)
+    w.add_argument("--images", type=int)
+    w.add_argument("--epochs", type=int)
+    w.add_argument("--lr", type=float)
+    w.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    w.add_argument("--channels-last", choices=["yes", "no"])
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--target", type=float)
+    w.add_argument("--threads", type=int)
+    w.add_argument("--n", type=int, default=2048)
+    w.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions of each training contender")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--workloads", nargs="+", help=f"a subset of: {', '.join(WORKLOADS)}")
+    ap.add_argument("--skip-tta", action="store_true", help="leave out the time-to-accuracy runs")
+    ap.add_argument("--skip-inference", action="store_true", help="leave out bench_infer.py")
+    ap.add_argument("--skip-settings", action="store_true", help="leave out the precision/memory-format and "
+                                                                   "bf16 accuracy runs")
+    ap.add_argument("--out", type=Path, default=HERE, help="folder for results.{json,md}")
+    ap.add_argument("--quick", action="store_true", help="tiny run to check that the suite works")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    if args.mode == "worker":
+        fn = {"train": worker_train, "tta": worker_tta, "peak": worker_peak}[args.kind]
+        print(json.dumps(fn(args)))
+        return 0
+    if args.quick:
+        args.reps = min(args.reps, 1) or 1
+    results = run(args)
+    write_results(args.out, "results", results, to_markdown(results), args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
