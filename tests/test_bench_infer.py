@@ -16,6 +16,9 @@ CONTENDERS = {"eager fp32", "fast fp32", "fast bf16", "onnxruntime fp32"}
 
 
 def bench_module():
+    # The benchmark scripts import benchmarks/common.py as scripts do: from their own folder.
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("bench_infer", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
