@@ -261,7 +261,6 @@ def log(args, msg: str) -> None:
 
 
 def training_section(args, workloads: dict, tmp: Path) -> dict:
-    from classicnets.registry import model_card
     from classicnets.train.loop import TrainConfig
 
     results = {}
@@ -288,8 +287,7 @@ def training_section(args, workloads: dict, tmp: Path) -> dict:
                     info = {k: r[k] for k in ("precision", "resolved_precision", "channels_last")}
             log(args, f"{name} rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.1f} img/s" for k, v in samples.items()))
         med = {k: statistics.median(v) for k, v in samples.items()}
-        card = model_card(w["model"])
-        macs = _macs(w["model"], w, card)
+        macs = _macs(w["model"], w)
         results[name] = {**w, "lr": lr, "images_per_second": samples, "median_images_per_second": med,
                          "speedup": med["classicnets"] / med["tutorial"], "peak_rss_mb": rss,
                          "median_peak_rss_mb": {k: statistics.median(v) for k, v in rss.items()},
@@ -297,7 +295,7 @@ def training_section(args, workloads: dict, tmp: Path) -> dict:
     return results
 
 
-def _macs(model: str, w: dict, card) -> int:
+def _macs(model: str, w: dict) -> int:
     """Forward multiply-adds per image at the workload's input (1 channel for Fashion/digits)."""
     from classicnets import create_model
     from classicnets.inspect import summary

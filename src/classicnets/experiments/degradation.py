@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..errors import ClassicNetsError
 from ..train.loop import TrainConfig, train
 from . import register_experiment
 from .common import finish, pyplot, runs_directory
@@ -61,8 +62,6 @@ def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None 
     started = time.perf_counter()
     unknown = set(overrides) - set(_KEYS)
     if unknown:
-        from ..errors import ClassicNetsError
-
         raise ClassicNetsError(f"degradation: unknown setting(s) {', '.join(sorted(unknown))}; "
                                f"expected some of {', '.join(_KEYS)}")
     s = {**PROTOCOLS[protocol], **overrides}
@@ -71,7 +70,7 @@ def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None 
     model_kwargs = {"width": s["width"]} if s["width"] != 16 else {}
     curves: dict[str, list[list[dict]]] = {}
     seconds: dict[str, list[float]] = {}
-    sizes: dict[str, int] = {}
+    params: dict[str, int] = {}  # plain and residual nets of a depth share them (option A shortcuts are free)
     splits: dict[str, int] = {}
     with runs_directory(runs_dir, "degradation") as runs:
         for depth in depths:
@@ -88,10 +87,8 @@ def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None 
                         out=str(Path(runs) / f"{name}-s{seed}"), quiet=not verbose))
                     curves.setdefault(name, []).append(r.history)
                     seconds.setdefault(name, []).append(round(r.train_seconds, 1))
-                    sizes[name] = sum(p.numel() for p in r.model.parameters())
+                    params[name] = sum(p.numel() for p in r.model.parameters())
                     splits = r.split_sizes
-    params = sizes  # plain and residual nets of one depth share them (option A shortcuts are free)
-
     final = {n: _final(runs) for n, runs in curves.items()}
     has_val = any("val_error" in f for f in final.values())
     headers = ["net", "layers", "parameters", "training error (%)", *(["validation error (%)"] if has_val else []),
