@@ -32,12 +32,14 @@ def torch_globals_kept():
     put it back so tests do not leak it into each other."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
+    fill_memory = torch.utils.deterministic.fill_uninitialized_memory
     rng = torch.get_rng_state()
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = fill_memory
         torch.set_rng_state(rng)
 
 

@@ -53,6 +53,40 @@ def test_lenet5_defaults_are_max_relu():
     assert classicnets.model_card("lenet5").defaults == {"pool": "max", "activation": "relu"}
 
 
+@pytest.mark.parametrize(("pool", "activation", "order"), [
+    ("max", "relu", ["conv1", "pool1", "act1", "conv2", "pool2", "act2"]),
+    ("max", "tanh", ["conv1", "act1", "pool1", "conv2", "act2", "pool2"]),
+    ("avg", "relu", ["conv1", "act1", "pool1", "conv2", "act2", "pool2"]),
+])
+def test_lenet5_pools_before_relu_only_where_they_commute(pool, activation, order):
+    model = classicnets.create_model("lenet5", pool=pool, activation=activation)
+    assert list(model.features._modules)[:6] == order
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_lenet5_pool_then_relu_is_bit_identical_to_relu_then_pool(memory_format):
+    """The pool-first order (faster) must give exactly the textbook conv-ReLU-pool outputs and
+    gradients, ties and all-negative windows included."""
+    torch.manual_seed(0)
+    model = classicnets.create_model("lenet5")
+    f = model.features
+    textbook = nn.Sequential(f.conv1, f.act1, f.pool1, f.conv2, f.act2, f.pool2, *list(f)[6:], model.fc3)
+    model.to(memory_format=memory_format)
+    x = torch.randn(32, 1, 32, 32)
+    x[:4] = 0.0  # all-zero images: every window of the first block is a tie
+    x[4:8] = -x[4:8].abs()  # mostly negative windows
+    x = x.contiguous(memory_format=memory_format)
+    y = torch.randint(0, 10, (32,))
+    grads = []
+    for net in (model, textbook):
+        out = net(x)
+        loss = nn.functional.cross_entropy(out, y)
+        grads.append((out, torch.autograd.grad(loss, list(model.parameters()))))
+    (out_a, g_a), (out_b, g_b) = grads
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(g_a, g_b, strict=True))
+
+
 @pytest.mark.parametrize("kwargs", [{"pool": "min"}, {"activation": "sigmoid"}])
 def test_lenet5_rejects_unknown_options(kwargs):
     with pytest.raises(ValueError, match="must be one of"):

@@ -74,7 +74,7 @@ def test_feature_maps_are_the_stage_outputs(trained_run, digit):
     with torch.no_grad():
         expected = [predictor.model.features[:3](x)[0], predictor.model.features[:6](x)[0]]
         probs = predictor.model(x).softmax(1)[0]
-    assert [(s, m) for s, m, _ in result["stages"]] == [("stage 1", "features.pool1"), ("stage 2", "features.pool2")]
+    assert [(s, m) for s, m, _ in result["stages"]] == [("stage 1", "features.act1"), ("stage 2", "features.act2")]
     for (_, _, got), want in zip(result["stages"], expected, strict=True):
         torch.testing.assert_close(got, want)
     torch.testing.assert_close(result["probabilities"], probs)

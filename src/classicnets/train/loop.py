@@ -252,6 +252,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     threads = torch.get_num_threads()
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
+    fill_memory = torch.utils.deterministic.fill_uninitialized_memory
     clean = False
     try:
         result = _train(cfg, device, dist_info)
@@ -269,6 +270,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.utils.deterministic.fill_uninitialized_memory = fill_memory
         shutdown(dist_info, clean=clean)
 
 
@@ -288,6 +290,10 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=device.type != "cpu")
+        # Deterministic mode also fills every new tensor with NaN, a debugging aid that makes a
+        # kernel reading uninitialised memory fail loudly. Our kernels do not, and the fill cost
+        # ResNet-20 5-7% of its step (benchmarks/results.md); the algorithms stay deterministic.
+        torch.utils.deterministic.fill_uninitialized_memory = False
     torch.manual_seed(cfg.seed)
 
     card = model_card(cfg.model)
