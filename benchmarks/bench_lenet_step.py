@@ -4,9 +4,11 @@ Each idea is a variant of the training step of ``classicnets.train.loop`` (forwa
 cross-entropy, ``zero_grad``, backward, SGD momentum/Nesterov step with the lr set every step,
 running loss/accuracy sums, ``loss.item()`` finiteness check), run on the same pre-made batches
 of real digits (so the data path is out of the picture). The reference is the model
-``create_model("lenet5")`` builds, stepped as a plain loop would (foreach SGD, default memory
-format, the loss read every step). Variants run interleaved, the order rotating every round,
-and we report the median images/s over the rounds.
+``create_model("lenet5")`` builds, with its blocks in the textbook conv - ReLU - pool order,
+stepped as a plain loop would (foreach SGD, default memory format, the loss read every step,
+deterministic mode with its NaN fill of new tensors, as ``classicnets.train`` ran before).
+Variants run interleaved, the order rotating every round, and we report the median images/s
+over the rounds.
 
 Run: ``.venv/bin/python benchmarks/bench_lenet_step.py`` (``--compile`` adds torch.compile modes,
 which take a minute each to compile). Results: ``benchmarks/results/lenet_step_ideas.{json,md}``.
@@ -22,6 +24,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +73,21 @@ class UnfoldConv2d(nn.Module):
         return out + self.conv.bias[:, None, None]
 
 
+def textbook_order(model: nn.Module) -> nn.Module:
+    """``lenet5`` with each block back in the usual conv - ReLU - pool order."""
+    layers = dict(model.features.named_children())
+    order = ["conv1", "act1", "pool1", "conv2", "act2", "pool2"]
+    model.features = nn.Sequential(OrderedDict(
+        [(k, layers[k]) for k in order] + [(k, m) for k, m in layers.items() if k not in order]))
+    return model
+
+
 def reference_model() -> nn.Module:
-    return classicnets.create_model("lenet5", num_classes=10, in_channels=1)
+    return textbook_order(classicnets.create_model("lenet5", num_classes=10, in_channels=1))
+
+
+def pool_first_model() -> nn.Module:
+    return classicnets.create_model("lenet5", num_classes=10, in_channels=1)  # pools before its ReLU
 
 
 def amax_model() -> nn.Module:
@@ -103,6 +119,7 @@ class Variant:
     item_check: bool = True
     threads: int | None = None  # None: the benchmark's --threads
     compile_mode: str | None = None
+    fill_memory: bool = True  # deterministic mode's NaN fill of new tensors
     exact: bool = True  # same math as the reference (bit-for-bit forward, same gradient rule)
     note: str = ""
     state: dict = field(default_factory=dict)
@@ -130,6 +147,7 @@ class Variant:
         loss_sum = torch.zeros((), dtype=torch.float64)
         correct = torch.zeros((), dtype=torch.long)
         seen = 0
+        torch.utils.deterministic.fill_uninitialized_memory = self.fill_memory
         with mkl:
             t0 = time.perf_counter()
             for x, y in batches:
@@ -170,6 +188,14 @@ def variants(compile_modes: list[str]) -> list[Variant]:
         Variant("no per-step loss.item()", item_check=False,
                 note="check the epoch's loss sum instead; stops at epoch end, not at the step"),
         Variant("1 thread", threads=1),
+        Variant("max pool before ReLU", model=pool_first_model,
+                note="relu(max) = max(relu): outputs and gradients bit-identical; ReLU on 1/4 of the values"),
+        Variant("max pool before ReLU, channels_last", model=pool_first_model, channels_last=True, exact=False,
+                note="against the reference; compare with the channels_last row for this idea's share"),
+        Variant("no NaN fill of new tensors", fill_memory=False,
+                note="deterministic mode's debugging fill (`torch.utils.deterministic`); kernels unchanged"),
+        Variant("all kept ideas together", model=pool_first_model, channels_last=True, fused=True,
+                item_check=False, fill_memory=False, exact=False, note="what classicnets.train runs"),
     ]
     out += [Variant(f"torch.compile mode={m}", compile_mode=m, model=reference_model, exact=False,
                     note="inductor kernels; not bit-identical") for m in compile_modes]
@@ -242,6 +268,10 @@ KEPT = {
     "SGD fused=True (vs foreach)": "**yes**: loop.py uses fused SGD/AdamW on CPU and CUDA",
     "no per-step loss.item()": "**yes**: loop.py checks the running loss every 25 steps",
     "1 thread": "no at 2 free cores; yes when the cores are shared (2-thread steps collapse under load)",
+    "max pool before ReLU": "**yes**: `lenet5` pools before its ReLU (max pooling + ReLU only)",
+    "max pool before ReLU, channels_last": "**yes** (both)",
+    "no NaN fill of new tensors": "**yes**: loop.py turns the fill off (the algorithms stay deterministic)",
+    "all kept ideas together": "-",
 }
 
 NOTES = """
@@ -255,6 +285,13 @@ NOTES = """
   backward (first maximum wins, as `max_pool2d`) was also tried: one pool's forward+backward took
   836 us instead of 1,869 (1 thread, 64x6x28x28), but the whole 2-thread step gained nothing
   measurable (0.99x), so the model keeps `nn.MaxPool2d` (~70 fewer lines to trust).
+* Max pooling before the ReLU (the order `lenet5` now builds) is the same function with the
+  same gradients. It pays only with channels-last tensors, whose max pool is the slower one
+  here: compare its channels_last row with the plain channels_last row.
+* Deterministic mode (`torch.use_deterministic_algorithms`) also fills every new tensor with
+  NaN; that costs LeNet-5 little (its tensors are few) but ResNet-20 about 6% (bf16, channels-last:
+  906-929 img/s with it, 964-990 without, separate runs of `classicnets.train`), so
+  `classicnets.train` keeps the deterministic algorithms and turns the fill off.
 * conv1 + conv2 forward+backward alone (1 thread, batch 64): mkldnn 1,273 + 1,977 us; THNN
   (mkldnn off) 3,167 + 3,964; unfold+matmul 7,120 + 8,757. mkldnn stays.
 * torch.compile (default mode) was measured 2x slower before; not re-run here (compiling costs

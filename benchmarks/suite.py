@@ -47,7 +47,8 @@ ROOT = HERE.parent
 
 # name -> (model, data kind, batch size, training images, timed epochs per run)
 WORKLOADS = {
-    "lenet5-fashion": dict(model="lenet5", data="fashion-mnist", batch=64, images=20_000, size=32),
+    # Batch 128: the lenet5 recipe's batch on Fashion-MNIST (recipes.DATASET_RECIPES).
+    "lenet5-fashion": dict(model="lenet5", data="fashion-mnist", batch=128, images=20_096, size=32),
     "resnet20-32x32x3": dict(model="resnet20", data="random32", batch=128, images=2_560, size=32),
     "resnet56-32x32x3": dict(model="resnet56", data="random32", batch=128, images=1_024, size=32),
     # A few steps: two of batch 8 per epoch (VGG-16 trains at about 1 image/s in fp32 on 2 cores).
@@ -268,7 +269,9 @@ def training_section(args, workloads: dict, tmp: Path) -> dict:
         data_dir = ""
         if w["data"].startswith("random"):
             data_dir = str(make_random_data(w["data"], tmp / name, w["images"]))
-        lr = TrainConfig(model=w["model"]).resolved().lr
+        # The recipe's learning rate for this model and data (random data: the model's own).
+        dataset = None if w["data"].startswith("random") else w["data"]
+        lr = TrainConfig(model=w["model"], dataset=dataset, data_dir=data_dir or None).resolved().lr
         # Two epochs per run (the first warms up), one epoch being at least a few steps.
         common = ["--model", w["model"], "--data", w["data"], "--data-dir", data_dir, "--batch", str(w["batch"]),
                   "--images", str(w["images"]), "--epochs", "2", "--lr", str(lr)]
@@ -358,19 +361,33 @@ def parity_section(args) -> dict:
 
 
 def time_to_accuracy_section(args) -> dict:
+    """Each target with the default recipe and several seeds (a short run ends near its target,
+    so one seed could land on either side); the goal reads the median."""
     targets = ([("lenet5", "fashion-mnist", 0.90), ("lenet5", "digits", 0.985)] if not args.quick
                else [("lenet5", "digits", 0.5)])
+    seeds = (0,) if args.quick else (0, 1, 2)
     out = {}
     for model, data, target in targets:
-        argv = ["tta", "--model", model, "--data", data, "--target", str(target)]
-        if args.quick:
-            argv += ["--epochs", "1"]
-        if args.threads:
-            argv += ["--threads", str(args.threads)]
-        r = run_worker(argv, args.threads)
-        out[f"{model}-{data}"] = {"model": model, "dataset": data, "target": target, **r}
-        log(args, f"time to {target:.1%} on {data}: {r['reached']}, final {r['final_accuracy']:.4f}")
+        runs = []
+        for seed in seeds:
+            argv = ["tta", "--model", model, "--data", data, "--target", str(target), "--seed", str(seed)]
+            if args.quick:
+                argv += ["--epochs", "1"]
+            if args.threads:
+                argv += ["--threads", str(args.threads)]
+            r = run_worker(argv, args.threads)
+            runs.append({"seed": seed, **r})
+            log(args, f"time to {target:.1%} on {data}, seed {seed}: {r['reached']}, final {r['final_accuracy']:.4f}")
+        out[f"{model}-{data}"] = {"model": model, "dataset": data, "target": target, "runs": runs,
+                                  "median_seconds": median_seconds(runs)}
     return out
+
+
+def median_seconds(runs: list[dict]) -> float | None:
+    """Median training seconds to the target over seeds, a seed that never got there counting as
+    infinitely slow; None when the median seed did not get there."""
+    secs = statistics.median([r["reached"]["seconds"] if r["reached"] else math.inf for r in runs])
+    return None if math.isinf(secs) else secs
 
 
 def peak_section(args) -> dict:
@@ -453,8 +470,9 @@ def evaluate_goals(results: dict) -> list[dict]:
                               f"matmul peak", "target": 0.5, "measured": frac, "met": frac >= 0.5, "unit": "fraction"})
     tta = results["time_to_accuracy"].get("lenet5-fashion-mnist")
     if tta:
-        secs = tta["reached"]["seconds"] if tta["reached"] else None
-        goals.append({"goal": "LeNet-5 to 90% Fashion-MNIST test accuracy in <= 15 s of training", "target": 15.0,
+        secs = tta["median_seconds"]
+        goals.append({"goal": f"LeNet-5 to 90% Fashion-MNIST test accuracy in <= 15 s of training "
+                              f"(median of {len(tta['runs'])} seeds)", "target": 15.0,
                       "measured": secs, "met": secs is not None and secs <= 15.0, "unit": "s"})
     r20 = results["training"].get("resnet20-32x32x3")
     if r20:
@@ -470,6 +488,10 @@ def evaluate_goals(results: dict) -> list[dict]:
         goals.append({"goal": f"ResNet-50 inference, batch 16: {name} >= {g['target']}", "target": g["target"],
                       "measured": g["measured"], "met": g["met"], "unit": "fraction" if "agreement" in name else "x"})
     return goals
+
+
+def format_seconds(secs: float | None) -> str:
+    return "not reached" if secs is None else f"{secs:.1f} s"
 
 
 def format_goal(g: dict) -> str:
@@ -522,18 +544,22 @@ def to_markdown(results: dict) -> str:
         ""]
     if results["time_to_accuracy"]:
         lines += ["## Time to accuracy", "",
-                  "The default recipe (`classicnets train lenet5 --dataset D`); training seconds summed over epochs "
-                  "until the test accuracy (evaluated after each epoch, not counted) first reaches the target.", "",
-                  "| model | dataset | target | reached after | training seconds | final accuracy (epochs) "
+                  "The default recipe (`classicnets train lenet5 --dataset D`), one run per seed; training seconds "
+                  "summed over epochs until the test accuracy (evaluated after each epoch, not counted) first "
+                  "reaches the target.", "",
+                  "| model | dataset | target | seed | reached after | training seconds | final accuracy (epochs) "
                   "| peak RSS MB |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
-        for r in results["time_to_accuracy"].values():
-            reached = r["reached"]
-            lines.append(f"| {r['model']} | {r['dataset']} | {100 * r['target']:.1f}% | "
-                         + (f"epoch {reached['epoch']} | {reached['seconds']:.1f} |" if reached
-                            else "not reached | - |")
-                         + f" {100 * r['final_accuracy']:.2f}% ({r['epochs']}) | {r['peak_rss_mb']:,.0f} |")
-        lines.append("")
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for t in results["time_to_accuracy"].values():
+            for r in t["runs"]:
+                reached = r["reached"]
+                lines.append(f"| {t['model']} | {t['dataset']} | {100 * t['target']:.1f}% | {r['seed']} | "
+                             + (f"epoch {reached['epoch']} | {reached['seconds']:.1f} |" if reached
+                                else "not reached | - |")
+                             + f" {100 * r['final_accuracy']:.2f}% ({r['epochs']}) | {r['peak_rss_mb']:,.0f} |")
+        lines += ["", "Median over seeds (a seed that never reached the target counts as slowest): " + "; ".join(
+            f"{t['model']} to {100 * t['target']:.1f}% on {t['dataset']}: " + format_seconds(t["median_seconds"])
+            for t in results["time_to_accuracy"].values()) + ".", ""]
     if results.get("settings"):
         lines += ["## What the defaults are made of", "",
                   "`classicnets.train` on the same workload with each precision and memory format (median img/s, "

@@ -63,7 +63,9 @@ def test_suite_quick_writes_every_section(tmp_path):
     # LeNet-5 at 1x32x32: the card's 416,520 multiply-adds.
     assert r["training"]["lenet5-fashion"]["macs_per_image"] == 416_520
     (tta,) = r["time_to_accuracy"].values()
-    assert tta["target"] == 0.5 and tta["curve"] and tta["peak_rss_mb"] > 0
+    (run,) = tta["runs"]
+    assert tta["target"] == 0.5 and run["seed"] == 0 and run["curve"] and run["peak_rss_mb"] > 0
+    assert tta["median_seconds"] == (run["reached"]["seconds"] if run["reached"] else None)
     assert set(r["settings"]) == {"lenet5-fashion", "resnet20-32x32x3"}
     assert set(r["parity"]["accuracy"]) == {"fp32", "bf16"}
     goals = {g["goal"]: g for g in r["goals"]}
@@ -75,3 +77,16 @@ def test_suite_quick_writes_every_section(tmp_path):
     assert "**met**" in md or "**not met**" in md
     for heading in ("## Training throughput", "## Time to accuracy", "## What the defaults are made of", "## Goals"):
         assert heading in md
+
+
+def test_time_to_accuracy_median_counts_a_seed_that_never_got_there_as_slowest(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from suite import format_seconds, median_seconds
+
+    def run(secs):
+        return {"reached": None if secs is None else {"epoch": 1, "seconds": secs}}
+
+    assert median_seconds([run(12.0), run(None), run(14.0)]) == 14.0
+    assert median_seconds([run(12.0), run(None), run(None)]) is None
+    assert median_seconds([run(9.0)]) == 9.0
+    assert format_seconds(None) == "not reached" and format_seconds(13.25) == "13.2 s"

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import json
 
 import pytest
@@ -87,6 +89,36 @@ def test_transfer(tmp_path):
     check_outputs(tmp_path, "transfer")
     assert set(doc["results"]["accuracy"]) == {"frozen features", "fine-tuned", "from scratch"}
     assert all(len(v["64"]) == 1 for v in doc["results"]["accuracy"].values())
+
+
+@pytest.mark.parametrize("name", ["pooling", "transfer"])
+def test_lenet_experiments_keep_one_recipe_on_fashion_mnist(name, tmp_path, monkeypatch):
+    """Fashion-MNIST's own lenet5 budget (DATASET_RECIPES) must not leak into experiments that
+    compare runs: they train with the model's recipe on every dataset."""
+    from classicnets.train import loop
+    from classicnets.train.recipes import recipe_for
+
+    seen = []
+    real_train = loop.train
+
+    def spy(cfg):
+        seen.append(cfg.resolved())
+        # Train on 64 digits instead: only the settings asked for matter here.
+        return real_train(dataclasses.replace(cfg, dataset="digits", train_limit=64, epochs=1, threads=1))
+
+    monkeypatch.setattr(importlib.import_module(f"classicnets.experiments.{name}"), "train", spy)
+    if name == "pooling":
+        experiments.run_experiment(name, out=tmp_path, seeds=(0,), datasets={"fashion-mnist": {"train_limit": 64}},
+                                   variants=("max + relu",))
+    else:
+        experiments.run_experiment(name, out=tmp_path, sizes=(64,), steps=2, seeds=(0,), digits_epochs=1)
+    generic = recipe_for("lenet5")
+    fashion = [c for c in seen if c.dataset == "fashion-mnist" and c.model == "lenet5"]
+    assert fashion
+    for cfg in fashion:
+        assert (cfg.batch_size, cfg.lr, cfg.augment) == (generic["batch_size"], generic["lr"], generic["augment"])
+    if name == "pooling":
+        assert all(c.epochs == generic["epochs"] for c in fashion)
 
 
 def test_pooling(tmp_path):

@@ -272,7 +272,7 @@ def test_train_puts_process_settings_back(tmp_path):
 
 def test_deterministic_training_does_not_fill_new_tensors_with_nan(tmp_path, monkeypatch):
     """Deterministic mode keeps its algorithms but drops the NaN fill of every new tensor (a
-    debugging aid that cost ResNet-20 5-7% of its step)."""
+    debugging aid that cost ResNet-20 about 6% of its step)."""
     seen = []
     real = torch.nn.functional.cross_entropy
 

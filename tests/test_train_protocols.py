@@ -7,7 +7,7 @@ import json
 import pytest
 
 from classicnets.errors import ClassicNetsError
-from classicnets.train.loop import ErrorWarmup, train
+from classicnets.train.loop import ErrorWarmup, TrainConfig, train
 from classicnets.train.recipes import recipe_for
 from conftest import tiny_config
 
@@ -82,6 +82,25 @@ def test_resnet110_recipe_warms_up_at_001_until_80_percent_error():
     r = recipe_for("resnet110")
     assert r["warmup_lr"] == 0.01 and r["warmup_until_error"] == 0.8 and r["lr"] == 0.1
     assert "warmup_until_error" not in recipe_for("resnet56")
+
+
+def test_lenet5_has_its_own_fashion_mnist_budget():
+    digits, fashion = recipe_for("lenet5", "digits"), recipe_for("lenet5", "fashion-mnist")
+    assert digits == recipe_for("lenet5")
+    assert (digits["epochs"], digits["batch_size"], digits["lr"]) == (15, 64, 0.03)
+    assert (fashion["epochs"], fashion["batch_size"], fashion["lr"], fashion["augment"]) == (5, 128, 0.1, "flip")
+    assert {k for k in fashion if fashion[k] != digits[k]} == {"epochs", "batch_size", "lr", "augment"}
+    # Exact names: the 1998 network and a data folder keep their model's recipe.
+    assert recipe_for("lenet5_1998", "fashion-mnist") == recipe_for("lenet5_1998")
+    assert recipe_for("lenet5", None) == digits
+
+
+def test_train_config_takes_the_dataset_recipe_and_the_user_wins():
+    cfg = TrainConfig(model="lenet5", dataset="fashion-mnist").resolved()
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment) == (5, 128, 0.1, "flip")
+    cfg = TrainConfig(model="lenet5", dataset="fashion-mnist", batch_size=64, epochs=15).resolved()
+    assert (cfg.epochs, cfg.batch_size, cfg.lr) == (15, 64, 0.1)
+    assert TrainConfig(model="lenet5", dataset="digits").resolved().batch_size == 64
 
 
 def test_cli_takes_the_iteration_flags(tmp_path, cli):

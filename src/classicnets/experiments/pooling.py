@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..train.loop import TrainConfig, train
+from ..train.recipes import recipe_for
 from . import register_experiment
 from .common import finish, pyplot, runs_directory
 
@@ -52,10 +53,14 @@ def run_pooling(out: Path, protocol: str = "quick", *, seeds: tuple[int, ...] | 
         for ds, opts in datasets.items():
             for v in variants:
                 model, kwargs = VARIANTS[v]
+                # The model's own recipe on every dataset: DATASET_RECIPES' shorter Fashion-MNIST
+                # budget for lenet5 would give one variant other settings than the rest.
+                recipe = recipe_for(model)
                 for seed in seeds:
                     r = train(TrainConfig(model=model, model_kwargs=dict(kwargs), dataset=ds, seed=seed,
                                           threads=threads, train_limit=opts.get("train_limit"),
-                                          epochs=opts.get("epochs"),
+                                          epochs=opts.get("epochs") or recipe["epochs"],
+                                          batch_size=recipe["batch_size"], lr=recipe["lr"], augment=recipe["augment"],
                                           out=str(runs_dir / f"{ds}-{v.replace(' + ', '-')}-s{seed}"), quiet=True))
                     acc[ds][v].append(r.test_accuracy)
                     secs[ds][v].append(r.train_seconds)

@@ -51,7 +51,10 @@ def run_transfer(out: Path, protocol: str = "quick", *, sizes: tuple[int, ...] |
     started = time.perf_counter()
     p = PROTOCOLS[protocol]
     sizes, steps, seeds = tuple(sizes or p["sizes"]), steps or p["steps"], tuple(seeds or p["seeds"])
-    batch_size = recipe_for("lenet5")["batch_size"]
+    # The digits recipe for every run (not DATASET_RECIPES' Fashion-MNIST budget): one recipe,
+    # so only the starting weights differ.
+    recipe = recipe_for("lenet5")
+    batch_size = recipe["batch_size"]
     acc: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in MODES}
     digits_acc = []
     with runs_directory(runs_dir, "transfer") as runs_dir:
@@ -64,6 +67,7 @@ def run_transfer(out: Path, protocol: str = "quick", *, sizes: tuple[int, ...] |
                 for mode, opts in MODES.items():
                     r = train(TrainConfig(
                         model="lenet5", dataset="fashion-mnist", train_limit=n, epochs=epochs, eval_every=epochs,
+                        batch_size=batch_size, lr=recipe["lr"], augment=recipe["augment"],
                         seed=seed, threads=threads, freeze_features=opts["freeze_features"],
                         init_from=str(src.out_dir) if opts["init_from"] else None,
                         out=str(runs_dir / f"{mode.split()[0]}-n{n}-s{seed}"), quiet=True))
