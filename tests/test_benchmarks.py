@@ -75,7 +75,14 @@ def test_suite_quick_writes_every_section(tmp_path):
     assert isinstance(resnet["met"], bool) and resnet["accuracy_gap_bf16_minus_fp32"] is not None
     md = (tmp_path / "results.md").read_text()
     assert "**met**" in md or "**not met**" in md
-    for heading in ("## Training throughput", "## Time to accuracy", "## What the defaults are made of", "## Goals"):
+    assert "| idea | decision | evidence |" in md and "not measured in this run" not in md
+    (tmp_path / "results.md").unlink()
+    render = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--render",
+                             str(tmp_path / "results.json"), "--out", str(tmp_path)], capture_output=True, text=True)
+    assert render.returncode == 0, render.stderr
+    assert (tmp_path / "results.md").read_text() == md
+    for heading in ("## Training throughput", "## Time to accuracy", "## What the defaults are made of",
+                    "## Decisions", "## Goals"):
         assert heading in md
 
 
