@@ -69,7 +69,7 @@ class LeNet5(ClassicNet):
     send the gradient to the same input: outputs and gradients are bit for bit those of the
     usual conv - ReLU - pool order (tests/test_lenet.py checks it). The ReLU and its backward
     then touch a quarter of the values. With the channels-last tensors LeNet-5 trains in, the
-    step measured ~1.06x faster (nothing in the default layout; benchmarks/results/
+    step measured 1.06-1.11x faster (nothing in the default layout; benchmarks/results/
     lenet_step_ideas.md). Tanh and average pooling keep the usual order.
     """
 
