@@ -285,6 +285,17 @@ def test_deterministic_training_does_not_fill_new_tensors_with_nan(tmp_path, mon
     assert seen and all(s == (True, False) for s in seen)
 
 
+def test_resume_takes_unset_settings_from_the_run_not_from_the_recipe(tmp_path):
+    """A run started with settings the recipe no longer has (a recipe changes, or the user set
+    them) resumes with those settings when they are not given again."""
+    train(tiny_config(tmp_path, batch_size=32, lr=0.01, augment="none", epochs=1))
+    result = train(tiny_config(tmp_path, resume=True, epochs=2))
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["batch_size"], saved["lr"], saved["augment"], saved["epochs"]) == (32, 0.01, "none", 2)
+    assert result.history[1]["step"] == 2 * 512 // 32
+
+
 def test_resume_refuses_settings_that_would_make_it_another_run(run_dir):
     for change in (dict(batch_size=32), dict(train_limit=256), dict(seed=7)):
         with pytest.raises(CheckpointError, match="other settings") as info:

@@ -101,13 +101,22 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> No
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a file written by :func:`save_tensors`: (tensors, metadata)."""
+    return _read(path, tensors=True)
+
+
+def read_meta(path: Path) -> dict:
+    """The metadata of a file written by :func:`save_tensors`, without reading its tensors."""
+    return _read(path, tensors=False)[1]
+
+
+def _read(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected a .safetensors file or a run directory)")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            loaded = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
     if META_KEY not in header:
@@ -118,7 +127,7 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"{path}: its metadata is not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: metadata does not describe a {FORMAT}")
-    return tensors, meta
+    return loaded, meta
 
 
 def resolve(path: str | os.PathLike, name: str = MODEL_FILE) -> Path:

@@ -243,6 +243,8 @@ class _Progress:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset`` (or ``cfg.data_dir``); see the README."""
+    if cfg.resume and cfg.out:
+        cfg = _with_run_settings(cfg)
     cfg = cfg.resolved()
     device = pick_device(cfg.device)
     dist_info = init_from_env(device.type)
@@ -273,6 +275,25 @@ def train(cfg: TrainConfig) -> TrainResult:
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.utils.deterministic.fill_uninitialized_memory = fill_memory
         shutdown(dist_info, clean=clean)
+
+
+# Settings of the machine or the invocation, not of the run: a resumed run never takes them from it.
+_INVOCATION = ("out", "resume", "threads", "device", "quiet", "init_from")
+
+
+def _with_run_settings(cfg: TrainConfig) -> TrainConfig:
+    """``--resume`` continues the run in ``cfg.out``: every setting left unset comes from that run,
+    not from today's recipe (which may have changed since: LeNet-5's Fashion-MNIST recipe did).
+    Settings given explicitly still win, and ``_resume`` refuses those that would make it another run."""
+    path = Path(cfg.out) / ckpt.STATE_FILE
+    if not path.is_file():
+        return cfg  # _resume says so, clearly
+    saved = ckpt.read_meta(path).get("config", {})
+    values = dataclasses.asdict(cfg)
+    for key, value in values.items():
+        if value is None and key not in _INVOCATION and saved.get(key) is not None:
+            values[key] = tuple(saved[key]) if isinstance(saved[key], list) else saved[key]
+    return TrainConfig(**values)
 
 
 def _lost_peer(exc: RuntimeError) -> bool:
