@@ -595,10 +595,8 @@ def decisions_section(results: dict) -> list[str]:
     rel = {name: r["relative_to_first"] for name, r in (results.get("settings") or {}).items()}
     lenet, r20 = rel.get("lenet5-fashion", {}), rel.get("resnet20-32x32x3", {})
 
-    def ratio(table: dict, key: str, base: str | None = None) -> str:
-        if key not in table or (base is not None and base not in table):
-            return "not measured in this run"
-        return f"{table[key] / (table[base] if base else 1.0):.2f}x"
+    def ratio(table: dict, key: str) -> str:
+        return f"{table[key]:.2f}x" if key in table else "not measured in this run"
 
     training = results.get("training") or {}
     pipeline = ", ".join(f"{name} {r['speedup']:.2f}x" for name, r in training.items()) or "not measured in this run"

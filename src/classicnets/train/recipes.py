@@ -50,11 +50,12 @@ RECIPES: list[tuple[str, dict]] = [
 DATASET_RECIPES: list[tuple[str, str, dict]] = [
     # LeNet-5 on Fashion-MNIST (60,000 training images, 9x the embedded digits). The digits
     # recipe (15 epochs of batch 64) reaches 91.2% but first passes 90% at epoch 12, after 44 s
-    # on 2 cores. 5 epochs of batch 128 at lr 0.1 end at 90.4-90.9% (seeds 0-2) in ~14 s: the
-    # step is ~1.2x faster per image at batch 128, and a short one-cycle run is past 90% by its
-    # last epoch (4 epochs: 89.8-90.4%). Flips only: +-2 pixel shifts slow a run this short
-    # (5 epochs: 89.7% against 90.4%). Batch 128 at lr 0.1 is *not* safe on the digits: it
-    # nearly diverged there (10% after 3 epochs, seed 0).
+    # on 2 cores. 5 epochs of batch 128 at lr 0.1 end at 90.4-90.9% (seeds 0-2) after 15-18 s
+    # (3.0-3.6 s an epoch, as busy as the machine is): the step is 1.2-1.3x faster per image at
+    # batch 128, and a short one-cycle run is past 90% by its last epoch (4 epochs: 89.8-90.4%).
+    # Flips only: +-2 pixel shifts slow a run this short (5 epochs: 89.7% against 90.4%).
+    # Batch 128 at lr 0.1 is *not* safe on the digits: it nearly diverged there (10% after 3
+    # epochs, seed 0).
     ("lenet5", "fashion-mnist", dict(epochs=5, batch_size=128, lr=0.1, augment="flip")),
 ]
 
