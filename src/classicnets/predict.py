@@ -16,6 +16,7 @@ import torch
 
 from .data.pipeline import Normalize, fit_to_size
 from .errors import CheckpointError, ClassicNetsError, DataFormatError
+from .fast import PRECISIONS
 from .registry import create_model
 from .train import checkpoint as ckpt
 
@@ -160,7 +161,7 @@ class Predictor:
         """The FastModel for ``fast=True``, else None (after checking both arguments)."""
         if not isinstance(fast, bool):
             raise ClassicNetsError(f"fast={fast!r}: expected True or False")
-        if precision not in ("fp32", "bf16"):
+        if precision not in PRECISIONS:
             raise ClassicNetsError(f"precision={precision!r}: expected 'fp32' or 'bf16'")
         if not fast:
             if precision != "fp32":

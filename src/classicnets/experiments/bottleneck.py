@@ -28,9 +28,10 @@ from ..data.datasets import load_dataset
 from ..data.pipeline import BatchLoader
 from ..inspect import conv_cost, stack_cost, summary
 from ..models.base import ClassicNet
+from ..models.nin import scaled_maps
 from ..registry import create_model
 from . import register_experiment
-from .common import finish, pyplot
+from .common import finish, pyplot, sd
 
 
 class PlainSkeleton(ClassicNet):
@@ -42,7 +43,7 @@ class PlainSkeleton(ClassicNet):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.5,
                  width: float = 1.0) -> None:
         super().__init__()
-        c = max(1, round(192 * width))  # NiN's 192 maps, scaled as ``nin(width=...)`` scales them
+        c = scaled_maps(192, width)  # NiN's 192 maps, scaled as ``nin(width=...)`` scales them
         self.features = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(in_channels, c, 5, padding=2)), ("relu1", nn.ReLU(inplace=True)),
             ("pool1", nn.MaxPool2d(3, stride=2, ceil_mode=True)), ("drop1", nn.Dropout(dropout)),
@@ -159,10 +160,6 @@ def conclusion(direct: int, reduced: int, ratio: dict, nets: dict, seeds, epochs
     return " ".join(text)
 
 
-def _sd(xs: list[float]) -> float:
-    return statistics.stdev(xs) if len(xs) > 1 else 0.0
-
-
 def _subset(data, n: int | None):
     if not n:
         return data
@@ -233,7 +230,7 @@ def run_bottleneck(out: Path, protocol: str = "quick", *, train_limit: int | Non
         accs = [r["test_accuracy"] for r in runs]
         nets[name] = {"params": s.total_params, "macs": s.total_macs,
                       "conv_layers": sum(isinstance(m, nn.Conv2d) for m in model.modules()),
-                      "test_accuracy": statistics.mean(accs), "test_accuracy_sd": _sd(accs),
+                      "test_accuracy": statistics.mean(accs), "test_accuracy_sd": sd(accs),
                       "test_accuracies": accs, "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
                       "final_train_loss": statistics.mean(r["final_train_loss"] for r in runs)}
     table_b = {"caption": f"(b) Fashion-MNIST at 32x32, {len(train_set.labels):,} training images, {epochs} epochs, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,11 @@ def runs_directory(runs_dir: str | Path | None, experiment: str) -> Iterator[Pat
         return
     with tempfile.TemporaryDirectory(prefix=f"classicnets-{experiment}-") as tmp:
         yield Path(tmp)
+
+
+def sd(xs: Sequence[float]) -> float:
+    """Sample standard deviation over seeds; 0 for a single seed."""
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:

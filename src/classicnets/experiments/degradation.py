@@ -105,7 +105,7 @@ def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None 
             if protocol == "paper":
                 row.append(PAPER_TEST_ERROR.get(depth, "-") if kind == "resnet" else "-")
             rows.append(row)
-    budget = (f"{s['iterations']:,} iterations" if s["iterations"] else f"{s['epochs']} epochs")
+    budget = _budget(s)
     data_txt = (f"{s['dataset']}, " + (f"first {s['train_limit']:,} training images" if s["train_limit"]
                                        else "all training images")
                 + (f" less a {s['holdout']:,}-image validation split" if s["holdout"] else ""))
@@ -148,6 +148,10 @@ def _final(runs: list[list[dict]]) -> dict:
     if warm:
         out["warmup_end_step"] = warm
     return out
+
+
+def _budget(s: dict) -> str:
+    return f"{s['iterations']:,} iterations" if s.get("iterations") else f"{s['epochs']} epochs"
 
 
 def _pct(x: float | None) -> str:
@@ -206,8 +210,7 @@ def conclusion(final: dict, depths, protocol: str, s: dict) -> str:
                if d in PAPER_TEST_ERROR]
         parts.append("The paper's Table 6 gives " + ", ".join(ref) + ".")
     else:
-        budget = f"{s['iterations']:,} iterations" if s.get("iterations") else f"{s['epochs']} epochs"
-        parts.append(f"This is a short budget ({budget}) on {s['dataset']}"
+        parts.append(f"This is a short budget ({_budget(s)}) on {s['dataset']}"
                      + (f" at width {s['width']} (the paper's is 16)" if s["width"] != 16 else "")
                      + "; the paper trains 64k iterations on CIFAR-10 (`--protocol paper`), and only there are the "
                        "errors comparable with its Figure 6 and Table 6.")

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..train.loop import TrainConfig, train
 from ..train.recipes import recipe_for
 from . import register_experiment
-from .common import finish, pyplot, runs_directory
+from .common import finish, pyplot, runs_directory, sd
 
 VARIANTS = {
     "avg + tanh": ("lenet5", {"pool": "avg", "activation": "tanh"}),
@@ -64,9 +64,6 @@ def run_pooling(out: Path, protocol: str = "quick", *, seeds: tuple[int, ...] | 
                                           out=str(runs_dir / f"{ds}-{v.replace(' + ', '-')}-s{seed}"), quiet=True))
                     acc[ds][v].append(r.test_accuracy)
                     secs[ds][v].append(r.train_seconds)
-
-    def sd(xs: list[float]) -> float:
-        return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
     mean = {d: {v: statistics.mean(x) for v, x in a.items()} for d, a in acc.items()}
     spread = {d: {v: sd(x) for v, x in a.items()} for d, a in acc.items()}

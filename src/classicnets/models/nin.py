@@ -30,6 +30,11 @@ from ..registry import register_model
 from .base import ClassicNet
 
 
+def scaled_maps(n: int, width: float) -> int:
+    """``n`` maps at ``width`` times the paper's: a cheaper net of the same depth (at least one map)."""
+    return max(1, round(n * width))
+
+
 def _conv(name: str, in_maps: int, out_maps: int, kernel: int = 1, padding: int = 0) -> list:
     conv = nn.Conv2d(in_maps, out_maps, kernel, padding=padding)
     return [(name, conv), (f"relu_{name}", nn.ReLU(inplace=True))]
@@ -47,8 +52,8 @@ class NiN(ClassicNet):
         if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
             raise ValueError(f"width must be a positive multiplier of the maps (1.0: the paper's), got {width!r}")
 
-        def maps(n: int) -> int:  # ``width`` scales every layer's maps: a cheaper net, same depth
-            return max(1, round(n * width))
+        def maps(n: int) -> int:
+            return scaled_maps(n, width)
 
         # Pools round up (ceil_mode) as the released configuration's framework did: 32 -> 16 -> 8.
         self.features = nn.Sequential(OrderedDict([
