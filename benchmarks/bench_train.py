@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from common import write_results  # benchmarks/common.py (scripts run from this folder)
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+from tutorial import TutorialSet  # benchmarks/tutorial.py
 
 import classicnets
 from classicnets.data import load_dataset
@@ -44,36 +45,6 @@ from classicnets.train.schedules import make_schedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = (32, 32)  # LeNet-5 input: 28x28 digits zero-padded by 2 (LeCun et al. 1998, II-A)
-
-
-# --------------------------------------------------------------------------------------------
-# The tutorial data path: one sample at a time
-# --------------------------------------------------------------------------------------------
-
-
-class TutorialDigits(Dataset):
-    """What most tutorials write: per-sample convert, pad, random shift, normalise."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, shift: int):
-        self.images, self.labels = images, labels
-        self.mean, self.std = float(mean[0]), float(std[0])
-        self.shift = shift
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        x = self.images[i].float() / 255  # "ToTensor"
-        h, w = x.shape[-2:]
-        top, left = (SIZE[0] - h) // 2, (SIZE[1] - w) // 2
-        x = F.pad(x, (left, SIZE[1] - w - left, top, SIZE[0] - h - top))  # "Pad(2)"
-        if self.shift:  # "RandomCrop(32, padding=2)": the same +-2 pixel shift as ours
-            p = self.shift
-            x = F.pad(x, (p, p, p, p))
-            dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
-            x = x[:, dy:dy + SIZE[0], dx:dx + SIZE[1]]
-        x = (x - self.mean) / self.std  # "Normalize"
-        return x, int(self.labels[i])
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,7 +120,7 @@ def make_contenders(images, labels, mean, std, batch_size: int, shift: int, work
                   augment=parse_augment(f"crop:{shift}" if shift else "none", "digits"))
     ours = BatchLoader(images, labels, batch_size, **kwargs)
     contenders = {"classicnets": epochs_of(ours)}
-    dataset = TutorialDigits(images, labels, mean, std, shift)
+    dataset = TutorialSet(images, labels, SIZE, mean, std, crop_padding=shift)
     for nw in workers:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=nw)
         contenders[f"tutorial (num_workers={nw})"] = lambda loader=loader: loader

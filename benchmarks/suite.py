@@ -152,7 +152,8 @@ def tutorial_train(args) -> list[float]:
     """The tutorial loop: per-sample Dataset + DataLoader, default memory format, fp32."""
     import torch
     import torch.nn.functional as F
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import DataLoader
+    from tutorial import TutorialSet  # benchmarks/tutorial.py
 
     import classicnets
     from classicnets.data.sources import load_split
@@ -166,35 +167,14 @@ def tutorial_train(args) -> list[float]:
     data = load_split(cfg.dataset, cfg.data_dir, "train", size=size, channels=card.input_size[0])
     images, labels = data.images[:args.images], data.labels[:args.images]
     aug = parse_augment(cfg.augment, cfg.dataset)
-    mean = torch.tensor(data.mean).view(-1, 1, 1)
-    std = torch.tensor(data.std).view(-1, 1, 1)
-
-    class TutorialSet(Dataset):
-        """ToTensor, Pad to the model's size, RandomCrop(padding), RandomHorizontalFlip, Normalize."""
-
-        def __len__(self):
-            return len(labels)
-
-        def __getitem__(self, i):
-            x = images[i].float() / 255
-            h, w = x.shape[-2:]
-            top, left = (size[0] - h) // 2, (size[1] - w) // 2
-            x = F.pad(x, (left, size[1] - w - left, top, size[0] - h - top))
-            if aug.crop_padding:
-                p = aug.crop_padding
-                x = F.pad(x, (p, p, p, p))
-                dy, dx = torch.randint(0, 2 * p + 1, (2,)).tolist()
-                x = x[:, dy:dy + size[0], dx:dx + size[1]]
-            if aug.flip and torch.rand(()) < 0.5:
-                x = x.flip(-1)
-            return (x - mean) / std, int(labels[i])
+    dataset = TutorialSet(images, labels, size, data.mean, data.std, aug.crop_padding, aug.flip)
 
     torch.manual_seed(0)
     model = classicnets.create_model(args.model, num_classes=len(data.classes), in_channels=images.shape[1])
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=bool(cfg.nesterov),
                           weight_decay=cfg.weight_decay)
-    loader = DataLoader(TutorialSet(), batch_size=args.batch, shuffle=True)
+    loader = DataLoader(dataset, batch_size=args.batch, shuffle=True)
     rates = []
     for _ in range(args.epochs):
         seen, running = 0, 0.0
