@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ClassicNetsError
+from .memory import keep_freed_memory
 
 
 def _positive_int(text: str) -> int:
@@ -378,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The command owns its process: reuse freed tensor memory instead of faulting in fresh pages
+    # for every step or batch (classicnets.memory; CLASSICNETS_KEEP_FREED_MEMORY=0 turns it off).
+    keep_freed_memory()
     try:
         return args.func(args)
     except ClassicNetsError as exc:

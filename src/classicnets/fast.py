@@ -57,7 +57,10 @@ loaded run 21.4 img/s either way (autocast: 20.8).
   was 0.026 folded first, 0.035 folded by inductor after the conversion, 0.029 under autocast
   (top-1 agreement with fp32 on 1,000 test digits: 99.6%, 99.3%, 99.3%).
   On CPUs without native bf16 the same code runs, emulated, slower than fp32.
-* **Threads** are left to the caller (a library must not change process-wide state). On a
+* **Freed memory** is kept in the process for reuse (:mod:`classicnets.memory`): the one
+  process-wide setting this module changes. It changes no result and no thread, only when memory
+  goes back to the OS, and it removes the page faults of every call's new activation buffers.
+* **Threads** are left to the caller (a library must not change them for other code). On a
   machine where another process keeps a core busy, two torch threads can be several times
   *slower* than one: every parallel region waits for the descheduled thread (training the
   probe model of bench_infer.py took 153 s with 2 threads against 33 s with 1). There, set
@@ -88,6 +91,7 @@ import torch
 from torch import nn
 
 from .errors import ClassicNetsError
+from .memory import keep_freed_memory
 
 PRECISIONS = ("fp32", "bf16")
 BACKENDS = ("auto", "inductor", "jit", "eager")
@@ -285,6 +289,9 @@ def optimize_for_inference(model: nn.Module, example: torch.Tensor, precision: s
     if example.device.type != "cpu" or any(t.device.type != "cpu" for t in model.state_dict().values()):
         raise ClassicNetsError("optimize_for_inference: prepares CPU inference; model and example must be on the CPU")
 
+    # Every call frees and reallocates the same activation buffers: reuse them instead of taking
+    # fresh pages from the kernel each time (classicnets.memory; process-wide, see there).
+    keep_freed_memory()
     model = copy.deepcopy(model).eval().requires_grad_(False)  # the caller's model stays as it is
     with torch.inference_mode():
         reference = model(example).float()

@@ -24,6 +24,7 @@ from ..data.imageset import channel_stats
 from ..data.pipeline import Augment, BatchLoader, StreamingBatchLoader
 from ..data.sources import StreamedSet, load_split
 from ..errors import CheckpointError, ClassicNetsError, TrainingError
+from ..memory import keep_freed_memory
 from ..registry import create_model, model_card
 from . import checkpoint as ckpt
 from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shutdown
@@ -250,6 +251,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     dist_info = init_from_env(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
+    # Reuse freed activation buffers rather than fault in fresh pages every step (classicnets.memory:
+    # ResNet-20 takes tens of thousands of page faults a step without it). It stays set: glibc
+    # cannot be put back, and it changes only when memory returns to the OS.
+    keep_freed_memory()
     # Process-wide settings a run changes, put back afterwards: a notebook that trains and then
     # runs other code must not be left in deterministic mode or on one thread.
     threads = torch.get_num_threads()
