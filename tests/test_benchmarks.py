@@ -1,6 +1,7 @@
 """The benchmarks run and write well-formed results (no timing is asserted: that is their job)."""
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,21 @@ def test_bench_lenet_step_quick_writes_the_idea_table(tmp_path):
     md = (tmp_path / "lenet_step_ideas.md").read_text()
     assert "| idea | img/s before | img/s after | ratio |" in md
 
+
+@pytest.mark.slow
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting it measures exists only with glibc")
+def test_bench_malloc_quick_measures_both_allocator_settings_in_their_own_processes(tmp_path):
+    run_quick("bench_malloc.py", tmp_path)
+    results = json.loads((tmp_path / "malloc.json").read_text())
+    assert set(results["workloads"]) == {"lenet5-step", "lenet5-train"}
+    for r in results["workloads"].values():
+        # Each worker checked that its process ran with the setting it was started for.
+        assert [x["state"] for x in r["runs"]["returned"]] == ["off"]
+        assert [x["state"] for x in r["runs"]["kept"]] == ["kept"]
+        assert r["ratio"] > 0 and r["median"]["kept"]["peak_rss_mb"] > 0
+    assert results["workloads"]["lenet5-step"]["median"]["returned"]["faults_per_step"] >= 0
+    md = (tmp_path / "malloc.md").read_text()
+    assert md.startswith("# Keeping freed memory") and "| lenet5-step (fp32) |" in md
 
 
 @pytest.mark.slow

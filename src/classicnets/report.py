@@ -29,6 +29,10 @@ def machine_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "mkldnn": torch.backends.mkldnn.is_available(),
+        # Two "AMD EPYC" can differ in what matters most here: AVX-512 with native bf16 (Zen 4)
+        # or AVX2 without (earlier): bf16 autocast is 1.7x faster on one, emulated on the other.
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
