@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from common import write_results  # benchmarks/common.py (scripts run from this folder)
+from suite import isa, make_random_data
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -129,6 +130,7 @@ def worker(w: dict) -> dict:
         out = _timed(lambda: fn(x), w["batch"], w["steps"], w["samples"])
     else:
         from classicnets.data import load_dataset
+        from classicnets.errors import DataFormatError
         from classicnets.train.loop import TrainConfig, train
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -137,11 +139,9 @@ def worker(w: dict) -> dict:
                 dataset = "fashion-mnist"
                 try:
                     load_dataset(dataset, split="test")
-                except Exception:  # not installed here: the embedded digits, and the report says so
+                except DataFormatError:  # not installed here: the embedded digits, and the report says so
                     dataset = "digits"
             else:  # random 32x32x3 images in CIFAR-10's format, as the suite's ResNet workloads
-                from suite import make_random_data
-
                 dataset, data_dir = "random CIFAR-shaped", str(make_random_data("random32", Path(tmp), w["images"]))
             f0 = _faults()
             r = train(TrainConfig(model=w["model"], dataset=None if data_dir else dataset, data_dir=data_dir,
@@ -213,11 +213,10 @@ def _count(x: float | None) -> str:
 
 def to_markdown(results: dict) -> str:
     m = results["machine"]
-    isa = f" ({m.get('cpu_capability')}, {'native' if m.get('native_bf16') else 'no native'} bf16)"
     lines = [
         "# Keeping freed memory in the process: what it buys", "",
         f"`benchmarks/bench_malloc.py`{' --quick' if results['quick'] else ''}: {results['seconds']:.0f} s. "
-        f"Machine: {m['cpu']}{isa}, {m['cores_available']} cores available, torch {m['torch']}, "
+        f"Machine: {m['cpu']}{isa(m)}, {m['cores_available']} cores available, torch {m['torch']}, "
         f"{m['torch_threads']} torch threads, load average at start "
         f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'] or [])}. Rows measured: "
         + ", ".join(sorted({r.get("measured", "?") for r in results["workloads"].values()})) + ".", "",

@@ -584,14 +584,16 @@ def malloc_evidence() -> str:
     if not path.is_file():
         return "`results/malloc.md` (not measured yet)"
     m = json.loads(path.read_text())
-    parts = []
+    parts, processes = [], set()
     for name, r in m["workloads"].items():
+        processes |= {len(r["runs"][mode]) for mode in r["runs"]}
         a, b = r["median"]["returned"], r["median"]["kept"]
         faults = (f", page faults per step {a['faults_per_step']:,.0f} -> {b['faults_per_step']:,.0f}"
                   if a.get("faults_per_step") is not None else "")
         parts.append(f"{name} {r['ratio']:.2f}x{faults}")
-    return (f"{'; '.join(parts)} (medians of 4-5 processes each, {m['machine']['cpu']} "
-            f"{m['machine'].get('cpu_capability', '')}; `results/malloc.md`)")
+    counts = "-".join(str(n) for n in sorted(processes))
+    return (f"{'; '.join(parts)} (medians of {counts} processes each, {m['machine']['cpu']}{isa(m['machine'])}; "
+            "`results/malloc.md`)")
 
 
 def decisions_section(results: dict) -> list[str]:
