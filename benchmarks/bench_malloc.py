@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import write_results  # benchmarks/common.py (scripts run from this folder)
+from common import serve_worker, write_results  # benchmarks/common.py (scripts run from this folder)
 from suite import isa, make_random_data
 
 HERE = Path(__file__).resolve().parent
@@ -246,8 +246,7 @@ def to_markdown(results: dict) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "worker":
-        print(json.dumps(worker(json.loads(argv[1]))))
+    if serve_worker(argv, worker):
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5, help="processes per mode and workload")

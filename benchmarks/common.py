@@ -13,3 +13,12 @@ def write_results(out: Path, stem: str, results: dict, markdown: str, quiet: boo
     (out / f"{stem}.md").write_text(markdown)
     if not quiet:
         print(markdown)
+
+
+def serve_worker(argv: list[str], worker) -> bool:
+    """``SCRIPT worker JSON``: run ``worker`` on the decoded JSON and print its result as JSON (the
+    last stdout line, which the parent reads); False when ``argv`` is not a worker call."""
+    if not argv or argv[0] != "worker":
+        return False
+    print(json.dumps(worker(json.loads(argv[1]))))
+    return True

@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+# The suite as it was run on an AVX2 machine without native bf16 (its results under results/avx2).
+AVX2_COMMAND = " --out benchmarks/results/avx2 --skip-settings --skip-inference"
 
 
 def kills_line() -> str:
@@ -31,14 +33,16 @@ def kills_line() -> str:
             f"  [results](benchmarks/results/reliability.md)).")
 
 
-def benchmarks_section() -> str:
-    """The suite's headline figures and goals, from benchmarks/results.json."""
+def benchmarks_section(folder: str = "benchmarks", command: str = "") -> str:
+    """The suite's headline figures and goals, from FOLDER/results.json (the suite's ``--out``)."""
     import json
 
-    r = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    r = json.loads((ROOT / folder / "results.json").read_text())
     m, p = r["machine"], r["peak"]
-    lines = [f"From `benchmarks/results.md` (`.venv/bin/python benchmarks/suite.py`, {r['seconds'] / 60:.0f} min): "
-             f"{m['cpu']}, {m['cores_available']} cores, torch {m['torch']}, {m['torch_threads']} threads; matmul peak "
+    lines = [f"From `{folder}/results.md` (`.venv/bin/python benchmarks/suite.py{command}`, "
+             f"{r['seconds'] / 60:.0f} min): "
+             f"{m['cpu']}{_suite().isa(m)}, {m['cores_available']} cores, torch {m['torch']}, "
+             f"{m['torch_threads']} threads; matmul peak "
              f"fp32 {p['fp32_gflops']:.0f} GFLOP/s, bf16 {p['bf16_gflops']:.0f} GFLOP/s; medians of {r['reps']} "
              "interleaved runs, each in its own process.", "",
              "| training workload | classicnets img/s | tutorial loop img/s | speed-up | classicnets settings "

@@ -88,8 +88,10 @@ def test_lenet5_has_its_own_fashion_mnist_budget():
     digits, fashion = recipe_for("lenet5", "digits"), recipe_for("lenet5", "fashion-mnist")
     assert digits == recipe_for("lenet5")
     assert (digits["epochs"], digits["batch_size"], digits["lr"]) == (15, 64, 0.03)
-    assert (fashion["epochs"], fashion["batch_size"], fashion["lr"], fashion["augment"]) == (5, 128, 0.1, "flip")
-    assert {k for k in fashion if fashion[k] != digits[k]} == {"epochs", "batch_size", "lr", "augment"}
+    assert (fashion["epochs"], fashion["batch_size"], fashion["lr"], fashion["augment"]) == (3, 128, 0.2, "none")
+    assert fashion["label_smoothing"] == 0.1 and "label_smoothing" not in digits
+    assert {k for k in fashion if fashion[k] != digits.get(k)} == {"epochs", "batch_size", "lr", "augment",
+                                                                  "label_smoothing"}
     # Exact names: the 1998 network and a data folder keep their model's recipe.
     assert recipe_for("lenet5_1998", "fashion-mnist") == recipe_for("lenet5_1998")
     assert recipe_for("lenet5", None) == digits
@@ -97,10 +99,24 @@ def test_lenet5_has_its_own_fashion_mnist_budget():
 
 def test_train_config_takes_the_dataset_recipe_and_the_user_wins():
     cfg = TrainConfig(model="lenet5", dataset="fashion-mnist").resolved()
-    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment) == (5, 128, 0.1, "flip")
-    cfg = TrainConfig(model="lenet5", dataset="fashion-mnist", batch_size=64, epochs=15).resolved()
-    assert (cfg.epochs, cfg.batch_size, cfg.lr) == (15, 64, 0.1)
-    assert TrainConfig(model="lenet5", dataset="digits").resolved().batch_size == 64
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment, cfg.label_smoothing) == (3, 128, 0.2, "none", 0.1)
+    cfg = TrainConfig(model="lenet5", dataset="fashion-mnist", batch_size=64, epochs=15, label_smoothing=0.0).resolved()
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.label_smoothing) == (15, 64, 0.2, 0.0)
+    digits = TrainConfig(model="lenet5", dataset="digits").resolved()
+    assert (digits.batch_size, digits.label_smoothing) == (64, 0.0)
+
+
+def test_cli_label_smoothing_comes_from_the_recipe_unless_given():
+    """``--label-smoothing`` left out takes the recipe's; given (even 0) it wins."""
+    from classicnets.cli import _train_config, build_parser
+
+    def cli_config(*argv):
+        return _train_config(build_parser().parse_args(["train", *argv]))
+
+    assert cli_config("lenet5", "--dataset", "fashion-mnist").resolved().label_smoothing == 0.1
+    given = cli_config("lenet5", "--dataset", "fashion-mnist", "--label-smoothing", "0")
+    assert given.resolved().label_smoothing == 0.0
+    assert cli_config("lenet5").resolved().label_smoothing == 0.0
 
 
 def test_cli_takes_the_iteration_flags(tmp_path, cli):

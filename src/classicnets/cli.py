@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup-lr", type=_positive_float)
     s.add_argument("--warmup-until-error", type=_positive_float, metavar="E",
                    help="hold --warmup-lr until the training error is below E (He et al., ResNet-110: 0.8)")
-    s.add_argument("--label-smoothing", type=_nonneg_float, default=0.0)
+    s.add_argument("--label-smoothing", type=_nonneg_float, default=None,
+                   help="default 0, or the recipe's (LeNet-5 on Fashion-MNIST: 0.1)")
     s.add_argument("--grad-clip", type=_positive_float)
     s.add_argument("--augment", help="none, crop, flip or crop+flip (flips are never used on digits)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")

@@ -61,6 +61,7 @@ def run_pooling(out: Path, protocol: str = "quick", *, seeds: tuple[int, ...] | 
                                           threads=threads, train_limit=opts.get("train_limit"),
                                           epochs=opts.get("epochs") or recipe["epochs"],
                                           batch_size=recipe["batch_size"], lr=recipe["lr"], augment=recipe["augment"],
+                                          label_smoothing=recipe.get("label_smoothing", 0.0),
                                           out=str(runs_dir / f"{ds}-{v.replace(' + ', '-')}-s{seed}"), quiet=True))
                     acc[ds][v].append(r.test_accuracy)
                     secs[ds][v].append(r.train_seconds)

@@ -68,6 +68,7 @@ def run_transfer(out: Path, protocol: str = "quick", *, sizes: tuple[int, ...] |
                     r = train(TrainConfig(
                         model="lenet5", dataset="fashion-mnist", train_limit=n, epochs=epochs, eval_every=epochs,
                         batch_size=batch_size, lr=recipe["lr"], augment=recipe["augment"],
+                        label_smoothing=recipe.get("label_smoothing", 0.0),
                         seed=seed, threads=threads, freeze_features=opts["freeze_features"],
                         init_from=str(src.out_dir) if opts["init_from"] else None,
                         out=str(runs_dir / f"{mode.split()[0]}-n{n}-s{seed}"), quiet=True))

@@ -56,7 +56,7 @@ class TrainConfig:
     warmup_epochs: float | None = None
     warmup_lr: float | None = None
     warmup_until_error: float | None = None  # hold warmup_lr until the training error is below this
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None  # default 0.0 (a recipe may set it)
     grad_clip: float | None = None
     augment: str | None = None  # none | flip | crop | crop+flip
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -85,7 +85,7 @@ class TrainConfig:
             if values.get(key) is None:
                 values[key] = value
         defaults = dict(epochs=10, momentum=0.9, nesterov=False, weight_decay=0.0, milestones=(0.5, 0.75),
-                        warmup_epochs=0.0, augment="none", channels_last=False)
+                        warmup_epochs=0.0, augment="none", channels_last=False, label_smoothing=0.0)
         for key, value in defaults.items():
             if values.get(key) is None:
                 values[key] = value
