@@ -43,7 +43,7 @@ def benchmarks_section(folder: str = "benchmarks", command: str = "") -> str:
              f"{r['seconds'] / 60:.0f} min): "
              f"{m['cpu']}{_suite().isa(m)}, {m['cores_available']} cores, torch {m['torch']}, "
              f"{m['torch_threads']} threads; matmul peak "
-             f"fp32 {p['fp32_gflops']:.0f} GFLOP/s, bf16 {p['bf16_gflops']:.0f} GFLOP/s; medians of {r['reps']} "
+             f"{_suite().peak_text(p)}; medians of {r['reps']} "
              "interleaved runs, each in its own process.", "",
              "| training workload | classicnets img/s | tutorial loop img/s | speed-up | classicnets settings "
              "| % of peak | peak RSS MB |", "|---|---:|---:|---:|---|---:|---:|"]
@@ -100,6 +100,7 @@ def sections() -> dict[str, str]:
                                       link_root="docs/experiments", title=False),
         "kills": kills_line(),
         "benchmarks": benchmarks_section(),
+        "benchmarks-avx2": benchmarks_section("benchmarks/results/avx2", AVX2_COMMAND),
         "models": format_models_table(models_table(), markdown=True),
         "summary-lenet5": f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",
         "cost": (

@@ -172,3 +172,21 @@ def test_resnet20_goal_needs_no_parity_run_where_both_loops_train_in_fp32(monkey
     assert bf16["met"] and "bf16 - fp32 accuracy +0.30 points" in format_goal(bf16)
     (slow,) = evaluate_goals(results("fp32", 1.9, {}))
     assert not slow["met"]
+
+
+def test_peak_text_says_where_bf16_is_emulated(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from suite import peak_text
+
+    def peak(fp32, bf16, emulated=None):
+        run = {"fp32": {"median_gflops": fp32}, "bf16": {"median_gflops": bf16}}
+        if emulated is not None:
+            run["bf16"]["emulated"] = emulated
+        return {"runs": [run], "fp32_gflops": fp32, "bf16_gflops": bf16}
+
+    assert peak_text(peak(188.0, 417.0, False)) == "fp32 188 GFLOP/s, bf16 417 GFLOP/s"
+    assert peak_text(peak(119.0, 0.2856, True)) == ("fp32 119 GFLOP/s, bf16 0.29 GFLOP/s "
+                                                    "(emulated: this CPU has no native bf16)")
+    # Results from before the flag was recorded: a bf16 peak far below fp32 says it.
+    assert peak_text(peak(119.0, 0.29)).endswith("(emulated: this CPU has no native bf16)")
+    assert peak_text(peak(188.0, 417.0)) == "fp32 188 GFLOP/s, bf16 417 GFLOP/s"
