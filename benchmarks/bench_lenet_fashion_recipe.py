@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import serve_worker, write_results  # benchmarks/common.py (scripts run from this folder)
+from common import call_worker, serve_worker, write_results  # benchmarks/common.py
 from suite import isa
 
 HERE = Path(__file__).resolve().parent
@@ -63,11 +61,7 @@ def worker(settings: dict) -> dict:
 
 
 def run_worker(settings: dict) -> dict:
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "worker", json.dumps(settings)],
-                          capture_output=True, cwd=HERE.parent, env=dict(os.environ))
-    if proc.returncode != 0:
-        raise RuntimeError(f"run {settings} failed ({proc.returncode}):\n{proc.stderr.decode()[-3000:]}")
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return call_worker(Path(__file__).resolve(), [json.dumps(settings)], what=f"run {settings}")
 
 
 def reached(curve: list[dict], target: float) -> dict | None:

@@ -31,13 +31,12 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import serve_worker, write_results  # benchmarks/common.py (scripts run from this folder)
+from common import call_worker, serve_worker, write_results  # benchmarks/common.py
 from suite import isa, make_random_data
 
 HERE = Path(__file__).resolve().parent
@@ -163,11 +162,7 @@ def run_worker(name: str, w: dict, mode: str, threads: int | None) -> dict:
         env["CLASSICNETS_KEEP_FREED_MEMORY"] = "0"
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "worker", json.dumps(w)],
-                          capture_output=True, env=env, cwd=HERE.parent)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{name} ({mode}) failed ({proc.returncode}):\n{proc.stderr.decode()[-3000:]}")
-    r = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    r = call_worker(Path(__file__).resolve(), [json.dumps(w)], env, what=f"{name} ({mode})")
     expected = "off" if mode == "returned" else "kept"
     if r["state"] != expected:
         raise RuntimeError(f"{name} ({mode}): the worker's allocator setting is {r['state']!r}, not {expected!r}")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_results(out: Path, stem: str, results: dict, markdown: str, quiet: bool = False) -> None:
@@ -22,3 +26,13 @@ def serve_worker(argv: list[str], worker) -> bool:
         return False
     print(json.dumps(worker(json.loads(argv[1]))))
     return True
+
+
+def call_worker(script: Path, args: list[str], env: dict | None = None, what: str | None = None) -> dict:
+    """Run ``SCRIPT worker ARGS...`` in its own process (from the repository root) and return the JSON
+    it printed last (see ``serve_worker``); a failure raises with its stderr, named by ``what``."""
+    proc = subprocess.run([sys.executable, str(script), "worker", *args], capture_output=True, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what or 'worker ' + ' '.join(args)} failed ({proc.returncode}):\n"
+                           f"{proc.stderr.decode()[-3000:]}")
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])

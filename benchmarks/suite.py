@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import write_results  # benchmarks/common.py (scripts run from this folder)
+from common import call_worker, write_results  # benchmarks/common.py (scripts run from this folder)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -69,14 +69,10 @@ QUICK_WORKLOADS = {
 
 def run_worker(argv: list[str], env_threads: int | None) -> dict:
     """Run ``suite.py worker ...`` and return its JSON, with the process's peak RSS."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "worker", *argv]
     env = dict(os.environ)
     if env_threads:
         env["OMP_NUM_THREADS"] = str(env_threads)
-    proc = subprocess.run(cmd, capture_output=True, env=env, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr.decode()[-3000:]}")
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return call_worker(Path(__file__).resolve(), argv, env)
 
 
 def _peak_rss_mb() -> float:
