@@ -611,8 +611,12 @@ def to_markdown(results: dict) -> str:
         body = md.split("\n", 1)[1] if md.startswith("#") else md
         lines += ["## Inference", "", body.replace("\n# ", "\n### ").replace("\n## ", "\n### "), ""]
     lines += decisions_section(results)
-    lines += ["## Goals", ""] + [f"- {format_goal(g)}" for g in results["goals"]] + [""]
-    return "\n".join(lines)
+    lines += ["## Goals", ""]
+    for g in results["goals"]:
+        lines.append(f"- {format_goal(g)}")
+        if g["goal"].startswith("LeNet-5 training >= 50%"):
+            lines.append(f"  - {roofline_evidence()}")
+    return "\n".join(lines + [""])
 
 
 def malloc_evidence() -> str:
@@ -650,6 +654,37 @@ def recipe_evidence() -> str:
                      + (f"median {secs:.1f} s" if secs is not None else "median seed short of it"))
     return (f"{'; '.join(parts)} ({r['machine']['cpu']}{isa(r['machine'])}, {r['threads']} threads; "
             "`results/lenet_fashion_recipe.md`)")
+
+
+def roofline_evidence() -> str:
+    """What LeNet-5's own layers allow, from ``results/lenet_roofline.json`` (``bench_lenet_roofline.py``
+    times each convolution and linear kernel alone at the step's shapes)."""
+    path = HERE / "results" / "lenet_roofline.json"
+    if not path.is_file():
+        return "Its ceiling: `results/lenet_roofline.md` (not measured yet)"
+    r = json.loads(path.read_text())
+    parts = [f"{100 * run['kernels']['ceiling_fraction_of_peak']:.0f}% at batch {run['batch']} (the whole step "
+             f"there: {100 * run['step']['fraction_of_peak']:.0f}%, "
+             f"the kernels {100 * run['kernels']['share_of_step']:.0f}% of its time)" for run in r["runs"]]
+    return (f"Its ceiling on {r['machine']['cpu']}{isa(r['machine'])}, {r['threads']} threads: were pooling, "
+            "activations, loss and optimiser free, LeNet-5's convolution and linear kernels alone would reach at most "
+            f"{' and '.join(parts)} of the fp32 peak (`results/lenet_roofline.md`)")
+
+
+def pooling_evidence() -> str:
+    """The pooling alternatives' row, from ``results/lenet_roofline.json`` (forward + backward of the
+    first pool and its ReLU, each way, in the same rounds)."""
+    path = HERE / "results" / "lenet_roofline.json"
+    if not path.is_file():
+        return "`results/lenet_roofline.md` (not measured yet)"
+    r = json.loads(path.read_text())
+    parts = []
+    for run in r["runs"]:
+        (kept, kept_ms), *others = run["pool1"]["alternatives_ms"].items()
+        parts.append(f"batch {run['batch']}: {kept_ms:.2f} ms as the step runs it; "
+                     + ", ".join(f"{name} {ms:.2f} ms ({kept_ms / ms:.2f}x)" for name, ms in others))
+    return (f"forward + backward, {'; '.join(parts)} ({r['machine']['cpu']}{isa(r['machine'])}, "
+            f"{r['threads']} threads; `results/lenet_roofline.md`)")
 
 
 def decisions_section(results: dict) -> list[str]:
@@ -691,6 +726,8 @@ def decisions_section(results: dict) -> list[str]:
          "(the 13% it first showed was the fill); separate runs, compiling took 15-30 s"),
         ("Max pool as reshape + amax, THNN or unfold convolutions, `set_to_none=False`", "not kept",
          "0.20-0.94x (`results/lenet_step_ideas.md`)"),
+        ("LeNet-5's first max pool + ReLU another way: default layout, strided maxima with a hand-written "
+         "backward, `torch.compile`", "not kept (`max_pool2d` on channels-last stays)", pooling_evidence()),
         ("LeNet-5 on Fashion-MNIST: 3 epochs of batch 128 at lr 0.2, label smoothing 0.1, no augmentation",
          "**kept** as its dataset recipe (it replaced 5 epochs at lr 0.1 with flips)", recipe_evidence()),
         ("Inference: inductor with frozen weights (fp32), bf16 weights with batch norm folded first",

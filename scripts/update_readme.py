@@ -67,6 +67,25 @@ def benchmarks_section(folder: str = "benchmarks", command: str = "") -> str:
     return "\n".join(lines)
 
 
+def roofline_section() -> str:
+    """What LeNet-5's own layers allow (``benchmarks/bench_lenet_roofline.py``), batch by batch."""
+    import json
+
+    r = json.loads((ROOT / "benchmarks" / "results" / "lenet_roofline.json").read_text())
+    m = r["machine"]
+    lines = [f"From `benchmarks/results/lenet_roofline.md` (`.venv/bin/python benchmarks/bench_lenet_roofline.py`): "
+             f"{m['cpu']}{_suite().isa(m)}, {r['threads']} threads, fp32, channels-last.", "",
+             "| batch | whole step img/s | % of fp32 peak | kernels' share of the step | ceiling: kernels alone "
+             "| first pool + ReLU (fwd + bwd) |", "|---:|---:|---:|---:|---:|---:|"]
+    for run in r["runs"]:
+        s, k = run["step"], run["kernels"]
+        pool_ms = next(iter(run["pool1"]["alternatives_ms"].values()))
+        lines.append(f"| {run['batch']} | {s['images_per_second']:,.0f} | {100 * s['fraction_of_peak']:.0f}% | "
+                     f"{100 * k['share_of_step']:.0f}% | {100 * k['ceiling_fraction_of_peak']:.0f}% of peak, "
+                     f"{k['images_per_second']:,.0f} img/s | {pool_ms:.2f} ms ({100 * pool_ms / s['ms']:.0f}%) |")
+    return "\n".join(lines)
+
+
 def _suite():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import suite
@@ -101,6 +120,7 @@ def sections() -> dict[str, str]:
         "kills": kills_line(),
         "benchmarks": benchmarks_section(),
         "benchmarks-avx2": benchmarks_section("benchmarks/results/avx2", AVX2_COMMAND),
+        "lenet-roofline": roofline_section(),
         "models": format_models_table(models_table(), markdown=True),
         "summary-lenet5": f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",
         "cost": (

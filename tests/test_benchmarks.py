@@ -190,3 +190,102 @@ def test_peak_text_says_where_bf16_is_emulated(monkeypatch):
     # Results from before the flag was recorded: a bf16 peak far below fp32 says it.
     assert peak_text(peak(119.0, 0.29)).endswith("(emulated: this CPU has no native bf16)")
     assert peak_text(peak(188.0, 417.0)) == "fp32 188 GFLOP/s, bf16 417 GFLOP/s"
+
+
+def test_bench_lenet_roofline_quick_writes_the_layer_table(tmp_path):
+    run_quick("bench_lenet_roofline.py", tmp_path)
+    results = json.loads((tmp_path / "lenet_roofline.json").read_text())
+    (run,) = results["runs"]
+    assert [row["layer"] for row in run["layers"]] == ["features.conv1", "features.conv2", "features.fc1",
+                                                        "features.fc2", "fc3"]
+    assert [row["needs_input_grad"] for row in run["layers"]] == [False, True, True, True, True]
+    assert sum(row["macs_per_image"] for row in run["layers"]) == run["forward_macs_per_image"] == 416_520
+    kernel_ms = sum(row["forward_ms"] + row["backward_ms"] for row in run["layers"])
+    assert run["kernels"]["ms"] == pytest.approx(kernel_ms)
+    # The ceiling is the step's credited FLOPs over the kernels' time, as a fraction of the same peak.
+    flops = 6 * 416_520 * run["batch"]
+    assert run["kernels"]["ceiling_fraction_of_peak"] == pytest.approx(
+        flops / (kernel_ms / 1e3) / 1e9 / run["peak_gflops"])
+    assert 0 < run["step"]["fraction_of_peak"] and run["kernels"]["share_of_step"] > 0
+    assert list(run["pool1"]["alternatives_ms"])[0] == "max_pool2d, channels-last (what the step runs)"
+    assert len(run["pool1"]["alternatives_ms"]) == 4 and all(v > 0 for v in run["pool1"]["alternatives_ms"].values())
+    md = (tmp_path / "lenet_roofline.md").read_text()
+    assert md.startswith("# LeNet-5 training step: the ceiling") and "| features.conv2 | 6x14x14 -> 16x10x10 |" in md
+
+
+def test_roofline_times_the_kernels_autograd_runs(monkeypatch):
+    """Each layer's timed backward computes exactly the gradients a training step's autograd does."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+    from bench_lenet_roofline import layer_inputs, layer_kernels
+
+    from classicnets import create_model
+
+    torch.manual_seed(0)
+    model = create_model("lenet5").to(memory_format=torch.channels_last)
+    layers = layer_inputs(model, 4)
+    assert [shape for _, _, shape in layers] == [(4, 1, 32, 32), (4, 6, 14, 14), (4, 400), (4, 120), (4, 84)]
+    for i, (name, layer, shape) in enumerate(layers):
+        k = layer_kernels(layer, shape, needs_input_grad=i > 0)
+        x = k["input"].clone().requires_grad_(i > 0)
+        out = layer(x)
+        torch.testing.assert_close(k["kernels"]["forward"](), out.detach(), msg=name)
+        out.backward(k["grad"])
+        grad_input, grad_weight, grad_bias = k["kernels"]["backward"]()
+        torch.testing.assert_close(grad_weight, layer.weight.grad, msg=name)
+        torch.testing.assert_close(grad_bias, layer.bias.grad, msg=name)
+        if i > 0:
+            torch.testing.assert_close(grad_input, x.grad, msg=name)
+        else:
+            assert grad_input is None
+        layer.zero_grad()
+
+
+def test_roofline_strided_max_pool_is_max_pool2d_ties_included(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+    import torch.nn.functional as F
+    from bench_lenet_roofline import StridedMaxPool2x2
+
+    torch.manual_seed(0)
+    # Small integers: most windows hold ties, where the gradient must go to the first maximum only.
+    x = torch.randint(-2, 3, (3, 6, 8, 8)).float().contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(3, 6, 4, 4)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ref, out = F.max_pool2d(a, 2), StridedMaxPool2x2.apply(b)
+    out_ref.backward(grad)
+    out.backward(grad)
+    assert torch.equal(out, out_ref) and torch.equal(b.grad, a.grad)
+
+
+def test_suite_quotes_the_roofline_under_the_peak_goal(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import suite
+
+    monkeypatch.setattr(suite, "HERE", tmp_path)
+    assert "not measured yet" in suite.roofline_evidence()
+    (tmp_path / "results").mkdir()
+    run = {"batch": 128, "kernels": {"ceiling_fraction_of_peak": 0.371, "share_of_step": 0.58},
+           "step": {"fraction_of_peak": 0.214}}
+    machine = {"cpu": "Some CPU", "cpu_capability": "AVX2", "native_bf16": False}
+    (tmp_path / "results" / "lenet_roofline.json").write_text(json.dumps({"machine": machine, "threads": 2,
+                                                                          "runs": [run]}))
+    text = suite.roofline_evidence()
+    assert text.startswith("Its ceiling on Some CPU (AVX2, no native bf16), 2 threads:")
+    assert "at most 37% at batch 128 (the whole step there: 21%, the kernels 58% of its time)" in text
+
+
+def test_suite_decisions_quote_the_pooling_alternatives(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import suite
+
+    monkeypatch.setattr(suite, "HERE", tmp_path)
+    (tmp_path / "results").mkdir()
+    run = {"batch": 128, "pool1": {"alternatives_ms": {"max_pool2d, channels-last (what the step runs)": 1.5,
+                                                        "max_pool2d, default layout": 3.0}}}
+    machine = {"cpu": "Some CPU"}
+    (tmp_path / "results" / "lenet_roofline.json").write_text(json.dumps({"machine": machine, "threads": 2,
+                                                                          "runs": [run]}))
+    assert suite.pooling_evidence() == ("forward + backward, batch 128: 1.50 ms as the step runs it; "
+                                        "max_pool2d, default layout 3.00 ms (0.50x) (Some CPU, 2 threads; "
+                                        "`results/lenet_roofline.md`)")
