@@ -63,7 +63,7 @@ def benchmarks_section(folder: str = "benchmarks", command: str = "") -> str:
                               + ", ".join(str(r["reached"]["epoch"]) if r["reached"] else "-" for r in t["runs"]) + ")"
                               for t in tta.values()) + "."]
     lines += ["", "Goals of the performance issue, as measured by this run:", ""]
-    lines += [f"- {format_goal(g)}" for g in r["goals"]]
+    lines += [f"- {format_goal(g)}" for g in _suite().evaluate_goals(r)]
     return "\n".join(lines)
 
 

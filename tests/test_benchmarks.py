@@ -160,18 +160,36 @@ def test_resnet20_goal_needs_no_parity_run_where_both_loops_train_in_fp32(monkey
     from suite import evaluate_goals, format_goal
 
     def results(precision, speedup, parity):
-        r20 = {"speedup": speedup, "classicnets_settings": {"resolved_precision": precision}}
-        return {"training": {"resnet20-32x32x3": r20}, "time_to_accuracy": {}, "parity": parity}
+        r20 = {"speedup": speedup, "classicnets_settings": {"resolved_precision": precision},
+               "achieved_gflops": {"tutorial": 30.0}, "fraction_of_peak": {"classicnets_peak": precision}}
+        return {"training": {"resnet20-32x32x3": r20}, "time_to_accuracy": {}, "parity": parity,
+                "peak": {"fp32_gflops": 100.0, "bf16_gflops": 200.0}}
 
     (fp32,) = evaluate_goals(results("fp32", 2.1, {}))
     assert fp32["met"] and fp32["fp32_on_both_sides"]
-    assert format_goal(fp32).endswith("2.10x; fp32 on both sides (this CPU has no native bf16): **met**")
+    assert format_goal(fp32).endswith("2.10x; fp32 on both sides (this CPU has no native bf16); 2x the tutorial "
+                                      "loop is 60 GFLOP/s, 60% of this machine's fp32 matmul peak: **met**")
     (bf16,) = evaluate_goals(results("bf16", 2.1, {}))
     assert not bf16["met"]  # no parity runs: equal accuracy not shown
     (bf16,) = evaluate_goals(results("bf16", 2.1, {"accuracy": {"fp32": [0.80, 0.794], "bf16": [0.80, 0.80]}}))
     assert bf16["met"] and "bf16 - fp32 accuracy +0.30 points" in format_goal(bf16)
+    assert bf16["needs"] == {"gflops": 60.0, "peak": "bf16", "fraction_of_peak": 0.3}
     (slow,) = evaluate_goals(results("fp32", 1.9, {}))
     assert not slow["met"]
+
+
+def test_a_speedup_goal_says_when_it_asks_for_more_than_the_peak(monkeypatch):
+    """Where the tutorial loop already runs at over half the peak, 2x of it cannot be had."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from suite import evaluate_goals, format_goal
+
+    r20 = {"speedup": 1.35, "classicnets_settings": {"resolved_precision": "fp32"},
+           "achieved_gflops": {"tutorial": 61.5}, "fraction_of_peak": {"classicnets_peak": "fp32"}}
+    (goal,) = evaluate_goals({"training": {"resnet20-32x32x3": r20}, "time_to_accuracy": {},
+                              "peak": {"fp32_gflops": 119.0, "bf16_gflops": 0.29}})
+    assert goal["needs"]["fraction_of_peak"] == pytest.approx(123.0 / 119.0)
+    assert format_goal(goal).endswith("2x the tutorial loop is 123 GFLOP/s, 103% of this machine's fp32 matmul "
+                                      "peak: more than the peak: **not met**")
 
 
 def test_peak_text_says_where_bf16_is_emulated(monkeypatch):
