@@ -134,7 +134,7 @@ def onnx_session(model, example, folder: Path, name: str, threads: int) -> tuple
 
 
 def make_contenders(model, session, fast: dict) -> dict:
-    """name -> callable(x: float32 NCHW tensor) -> logits."""
+    """name -> callable(x: float32 NCHW tensor) -> logits (``fast``: precision -> fast path)."""
     def eager(x):
         with torch.inference_mode():
             return model(x)
@@ -142,7 +142,7 @@ def make_contenders(model, session, fast: dict) -> dict:
     def onnxruntime(x):
         return session.run(None, {"input": x.numpy()})[0]
 
-    return {"eager fp32": eager, "fast fp32": fast["fp32"], "fast bf16": fast["bf16"], "onnxruntime fp32": onnxruntime}
+    return {"eager fp32": eager, **{f"fast {p}": fm for p, fm in fast.items()}, "onnxruntime fp32": onnxruntime}
 
 
 def bench_batch(contenders: dict, x: torch.Tensor, reps: int, min_sample: float, quiet: bool, label: str) -> dict:
@@ -285,7 +285,7 @@ def bench_model(name: str, args, folder: Path, results: dict) -> None:
     session, ort_costs = onnx_session(model, batches[biggest], folder, name, threads)
     results["one_off"].append({"model": name, "contender": "onnxruntime fp32", **ort_costs})
     fast = {}
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions:
         fm = optimize_for_inference(model, batches[biggest], precision, backend=args.backend)
         first_calls = {}
         for bs in args.batch_sizes:  # compiles the other batch sizes now, not in the warm-up
@@ -305,7 +305,7 @@ def bench_model(name: str, args, folder: Path, results: dict) -> None:
         run = bench_batch(contenders, batches[bs], args.reps, args.min_sample, args.quiet, f"{name} batch {bs}")
         results["runs"].append({"model": name, "batch_size": bs, **run})
 
-    if args.agree_inputs:
+    if args.agree_inputs and "bf16" in fast:
         start = time.perf_counter()
         x = smooth_images(args.agree_inputs, size, args.seed + 1)
         ref = run_in_chunks(fast["fp32"], x, biggest)
@@ -324,7 +324,7 @@ def evaluate_goals(results: dict) -> dict | None:
     ratios = run["ratio_vs_onnxruntime"]
     probe_result = results.get("probe") or {}
     measured = {"fast fp32 / onnxruntime fp32": ratios["fast fp32"],
-                "fast bf16 / onnxruntime fp32": ratios["fast bf16"],
+                "fast bf16 / onnxruntime fp32": ratios.get("fast bf16"),
                 "bf16 top-1 agreement": probe_result.get("top1_agreement")}
     return {goal: {"target": target, "measured": measured[goal],
                    "met": None if measured[goal] is None else measured[goal] >= target}
@@ -340,10 +340,19 @@ def run(args) -> dict:
     machine = machine_info()
     machine.update({"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
                     "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())})
+    # Without native bf16 a bf16 ResNet-50 call is emulated at well under 1 GFLOP/s: minutes per
+    # sample, to learn that nobody should use it there. --bf16 auto leaves the bf16 path (and the
+    # agreement checks, which are about it) to CPUs that have it.
+    with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and machine["bf16_native"])
+    args.precisions = ("fp32", "bf16") if with_bf16 else ("fp32",)
+    if not with_bf16:
+        args.no_probe = True
     results = {"machine": machine, "config": {
         "models": args.models, "batch_sizes": args.batch_sizes, "reps": args.reps, "warmup_rounds": 1,
         "min_sample_seconds": args.min_sample, "threads": torch.get_num_threads(), "backend": args.backend,
-        "input_size": args.input_size, "seed": args.seed, "quick": args.quick, "contenders": list(CONTENDERS),
+        "input_size": args.input_size, "seed": args.seed, "quick": args.quick,
+        "contenders": [c for c in CONTENDERS if not c.startswith("fast ") or c[5:] in args.precisions],
+        "bf16": args.bf16,
         "quiet_below_cores": QUIET, "agree_inputs": args.agree_inputs,
         "probe": None if args.no_probe else {"model": args.probe_model, "steps": args.probe_steps,
                                              "test": args.probe_inputs},
@@ -390,6 +399,10 @@ def to_markdown(results: dict) -> str:
         f"{', '.join(f'{x:.2f}' for x in results.get('load_average_at_end') or [])}; the whole run took "
         f"{results['total_seconds'] / 60:.1f} min.",
         "",
+        *([] if "fast bf16" in c["contenders"] else [
+            f"No bf16 path in this run (`--bf16 {c.get('bf16')}`"
+            + (": this CPU has no native bf16, where it is emulated far below fp32" if not m["bf16_native"] else "")
+            + "), so no bf16 agreement checks either.", ""]),
         "Foreign load: CPU time other processes used during a sample, in cores (median over the samples). "
         "Where it is high, torch's OpenMP threads lose more than ONNX Runtime's (see the docstring of "
         "`benchmarks/bench_infer.py`).",
@@ -475,6 +488,8 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-steps", type=int, default=100, help="training steps (64 digits each) of the probe")
     ap.add_argument("--probe-inputs", type=int, default=1000, help="held-out digits the probe's agreement uses")
     ap.add_argument("--no-probe", action="store_true", help="skip the trained-model agreement check")
+    ap.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto",
+                    help="the bf16 path and its agreement checks: auto = only on CPUs with native bf16")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for inference.{json,md}")
     ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")

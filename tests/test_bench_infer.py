@@ -28,7 +28,8 @@ def bench_module():
 @pytest.mark.slow
 def test_bench_infer_quick_writes_json_and_markdown(tmp_path):
     pytest.importorskip("onnxruntime")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--quiet", "--out", str(tmp_path)],
+    # --bf16 yes: the bf16 path runs even where it is emulated (LeNet-5 at batch 2 is cheap).
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--quiet", "--bf16", "yes", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "inference.json").read_text())
@@ -79,3 +80,32 @@ def test_compare_logits_counts_agreement_and_near_ties():
     s = bench.compare_logits(ref, other)
     assert s["top1_agreement"] == 0.5 and s["near_tie_fraction"] == 0.5
     assert s["max_abs_diff"] == pytest.approx(0.1) and s["median_margin"] == pytest.approx(0.01)
+
+
+@pytest.mark.slow
+def test_bench_infer_without_bf16_measures_the_fp32_contenders_only(tmp_path):
+    """--bf16 no (what --bf16 auto does on a CPU without native bf16): no bf16 path, no agreement
+    checks (they compare bf16 with fp32), and the fp32 figures as usual."""
+    pytest.importorskip("onnxruntime")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--quiet", "--bf16", "no", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "inference.json").read_text())
+    fp32_only = CONTENDERS - {"fast bf16"}
+    assert set(results["config"]["contenders"]) == fp32_only and results["config"]["bf16"] == "no"
+    (run,) = results["runs"]
+    assert set(run["median_images_per_second"]) == fp32_only
+    assert {o["contender"] for o in results["one_off"]} == {"onnxruntime fp32", "fast fp32"}
+    assert results["agreement"] == [] and results["probe"] is None
+    md = (tmp_path / "inference.md").read_text()
+    assert "| lenet5 | 2 | fast fp32 |" in md and "| fast bf16 |" not in md
+    assert "No bf16 path in this run (`--bf16 no`" in md
+
+
+def test_inference_goals_without_a_bf16_run_leave_the_bf16_goals_unmeasured():
+    bench = bench_module()
+    run = {"model": "resnet50", "batch_size": 16,
+           "ratio_vs_onnxruntime": {"eager fp32": 0.6, "fast fp32": 0.84, "onnxruntime fp32": 1.0}}
+    goals = bench.evaluate_goals({"runs": [run], "probe": None})
+    assert goals["fast fp32 / onnxruntime fp32"] == {"target": 1.0, "measured": 0.84, "met": False}
+    assert goals["fast bf16 / onnxruntime fp32"]["measured"] is None and goals["bf16 top-1 agreement"]["met"] is None
