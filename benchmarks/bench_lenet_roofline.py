@@ -161,8 +161,9 @@ def pooling_alternatives(in_shape: tuple[int, ...], compile_: bool) -> dict:
 
 
 def training_step(model: nn.Module, batch: int):
-    """``classicnets.train``'s LeNet-5 step on random data: channels-last, fused SGD with Nesterov
-    momentum, cross-entropy with the Fashion-MNIST recipe's label smoothing."""
+    """The core of ``classicnets.train``'s LeNet-5 step (forward, loss, backward, update) on random
+    data: channels-last, fused SGD with Nesterov momentum, cross-entropy with the Fashion-MNIST
+    recipe's label smoothing. The loop's bookkeeping (the lr schedule, running sums) is left out."""
     x = torch.randn(batch, 1, 32, 32).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (batch,))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 # The suite as it was run on an AVX2 machine without native bf16 (its results under results/avx2).
-AVX2_COMMAND = " --out benchmarks/results/avx2 --skip-settings --skip-inference"
+AVX2_COMMAND = " --out benchmarks/results/avx2 --skip-settings"
 
 
 def kills_line() -> str:

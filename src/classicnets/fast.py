@@ -50,7 +50,8 @@ loaded run 21.4 img/s either way (autocast: 20.8).
   606 ms, our convolutions alone 621 ms), and AlexNet at batch 1 spends 63% of its time in the
   fully connected layers (MKL's packed GEMM at one row, memory-bound). There is no fp32
   headroom left that does not cut arithmetic (Winograd, which oneDNN does not offer on this
-  CPU): expect 0.74-0.98x ONNX Runtime in fp32 (benchmarks/results.md), not a lead.
+  CPU): expect 0.74-0.98x ONNX Runtime in fp32 (benchmarks/results.md; 0.65-0.86x on an AVX2
+  CPU, benchmarks/results/avx2/results.md), not a lead.
 * **bf16**: the same, with batch norm folded into the convolutions in fp32 (``torch.fx``) and
   then every weight converted to bfloat16: twice the fp32 throughput. Folding before the
   conversion matters for accuracy, not speed: on a trained ResNet-50 the mean |logit error|
