@@ -32,11 +32,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from common import write_results  # benchmarks/common.py (scripts run from this folder)
+from suite import isa
 from torch import nn
 
 import classicnets
 from classicnets.data import load_dataset
 from classicnets.data.pipeline import BatchLoader
+from classicnets.report import machine_info
 from classicnets.train.loop import TrainConfig, make_optimizer, parse_augment
 from classicnets.train.schedules import make_schedule
 
@@ -216,7 +218,7 @@ def run(args) -> dict:
     data = load_dataset("digits", "train", progress=False)
     images, labels = data.images[:args.limit] if args.limit else data.images, data.labels
     labels = labels[:len(images)]
-    results = {"threads": default_threads, "torch": torch.__version__, "runs": []}
+    results = {"machine": machine_info(), "threads": default_threads, "torch": torch.__version__, "runs": []}
     for bs in args.batch_sizes:
         cfg = TrainConfig(model="lenet5", dataset="digits", batch_size=bs).resolved()
         loader = BatchLoader(images, labels, bs, mean=data.mean, std=data.std, size=(32, 32), shuffle=True,
@@ -247,7 +249,9 @@ def run(args) -> dict:
 
 def to_markdown(results: dict, kept: dict[str, str]) -> str:
     lines = ["# LeNet-5 training step: ideas measured side by side", "",
-             f"torch {results['torch']}, {results['threads']} threads unless the idea says otherwise; "
+             (f"{results['machine']['cpu']}{isa(results['machine'])}, " if "machine" in results
+              else "Machine not recorded (a run from before 2026-12-03), ")
+             + f"torch {results['torch']}, {results['threads']} threads unless the idea says otherwise; "
              "images/s of the whole training step on pre-made batches (median over interleaved rounds). "
              "'before' is the reference (the plain step) measured in the same rounds.", ""]
     for r in results["runs"]:

@@ -38,6 +38,7 @@ def test_bench_train_quick_writes_json_and_markdown(tmp_path):
 def test_bench_lenet_step_quick_writes_the_idea_table(tmp_path):
     run_quick("bench_lenet_step.py", tmp_path)
     results = json.loads((tmp_path / "lenet_step_ideas.json").read_text())
+    assert results["machine"]["cpu"] and "cpu_capability" in results["machine"]
     (run,) = results["runs"]
     assert run["ideas"][0]["ratio"] == pytest.approx(1.0)
     assert all(i["after"] > 0 for i in run["ideas"])
