@@ -637,13 +637,18 @@ def to_markdown(results: dict) -> str:
     return "\n".join(lines + [""])
 
 
+def result_file(stem: str) -> dict | None:
+    """``results/STEM.json``, written by the benchmark script that measures it; None before it ran."""
+    path = HERE / "results" / f"{stem}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def malloc_evidence() -> str:
     """The allocator row's evidence, from ``results/malloc.json`` (``bench_malloc.py``: the setting is
     process-wide, so it is measured process against process, not in this run)."""
-    path = HERE / "results" / "malloc.json"
-    if not path.is_file():
+    m = result_file("malloc")
+    if m is None:
         return "`results/malloc.md` (not measured yet)"
-    m = json.loads(path.read_text())
     parts, processes = [], set()
     for name, r in m["workloads"].items():
         processes |= {len(r["runs"][mode]) for mode in r["runs"]}
@@ -659,10 +664,9 @@ def malloc_evidence() -> str:
 def recipe_evidence() -> str:
     """The LeNet-5 Fashion-MNIST recipe row's evidence, from ``results/lenet_fashion_recipe.json``
     (``bench_lenet_fashion_recipe.py``: several variants over five seeds, more than this run does)."""
-    path = HERE / "results" / "lenet_fashion_recipe.json"
-    if not path.is_file():
+    r = result_file("lenet_fashion_recipe")
+    if r is None:
         return "`results/lenet_fashion_recipe.md` (not measured yet)"
-    r = json.loads(path.read_text())
     parts = []
     for name, v in r["variants"].items():
         secs = v["median_seconds_to_target"]
@@ -677,10 +681,9 @@ def recipe_evidence() -> str:
 def roofline_evidence() -> str:
     """What LeNet-5's own layers allow, from ``results/lenet_roofline.json`` (``bench_lenet_roofline.py``
     times each convolution and linear kernel alone at the step's shapes)."""
-    path = HERE / "results" / "lenet_roofline.json"
-    if not path.is_file():
+    r = result_file("lenet_roofline")
+    if r is None:
         return "Its ceiling: `results/lenet_roofline.md` (not measured yet)"
-    r = json.loads(path.read_text())
     parts = [f"{100 * run['kernels']['ceiling_fraction_of_peak']:.0f}% at batch {run['batch']} (the whole step "
              f"there: {100 * run['step']['fraction_of_peak']:.0f}%, "
              f"the kernels {100 * run['kernels']['share_of_step']:.0f}% of its time)" for run in r["runs"]]
@@ -692,13 +695,12 @@ def roofline_evidence() -> str:
 def pooling_evidence() -> str:
     """The pooling alternatives' row, from ``results/lenet_roofline.json`` (forward + backward of the
     first pool and its ReLU, each way, in the same rounds)."""
-    path = HERE / "results" / "lenet_roofline.json"
-    if not path.is_file():
+    r = result_file("lenet_roofline")
+    if r is None:
         return "`results/lenet_roofline.md` (not measured yet)"
-    r = json.loads(path.read_text())
     parts = []
     for run in r["runs"]:
-        (kept, kept_ms), *others = run["pool1"]["alternatives_ms"].items()
+        (_, kept_ms), *others = run["pool1"]["alternatives_ms"].items()  # the first: as the step runs it
         parts.append(f"batch {run['batch']}: {kept_ms:.2f} ms as the step runs it; "
                      + ", ".join(f"{name} {ms:.2f} ms ({kept_ms / ms:.2f}x)" for name, ms in others))
     return (f"forward + backward, {'; '.join(parts)} ({r['machine']['cpu']}{isa(r['machine'])}, "

@@ -69,9 +69,7 @@ def benchmarks_section(folder: str = "benchmarks", command: str = "") -> str:
 
 def roofline_section() -> str:
     """What LeNet-5's own layers allow (``benchmarks/bench_lenet_roofline.py``), batch by batch."""
-    import json
-
-    r = json.loads((ROOT / "benchmarks" / "results" / "lenet_roofline.json").read_text())
+    r = _suite().result_file("lenet_roofline")
     m = r["machine"]
     lines = [f"From `benchmarks/results/lenet_roofline.md` (`.venv/bin/python benchmarks/bench_lenet_roofline.py`): "
              f"{m['cpu']}{_suite().isa(m)}, {r['threads']} threads, fp32, channels-last.", "",
