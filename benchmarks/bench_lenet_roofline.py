@@ -40,6 +40,7 @@ from torch import nn
 from classicnets import create_model
 from classicnets.memory import keep_freed_memory
 from classicnets.report import machine_info
+from classicnets.train.loop import TrainConfig, make_optimizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CL = torch.channels_last
@@ -162,14 +163,15 @@ def pooling_alternatives(in_shape: tuple[int, ...], compile_: bool) -> dict:
 
 def training_step(model: nn.Module, batch: int):
     """The core of ``classicnets.train``'s LeNet-5 step (forward, loss, backward, update) on random
-    data: channels-last, fused SGD with Nesterov momentum, cross-entropy with the Fashion-MNIST
-    recipe's label smoothing. The loop's bookkeeping (the lr schedule, running sums) is left out."""
+    data, with the Fashion-MNIST recipe's optimiser (``make_optimizer``: fused SGD with Nesterov
+    momentum) and label smoothing. The loop's bookkeeping (the lr schedule, running sums) is left out."""
+    cfg = TrainConfig(model="lenet5", dataset="fashion-mnist").resolved()
     x = torch.randn(batch, 1, 32, 32).contiguous(memory_format=CL)
     y = torch.randint(0, 10, (batch,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True)
+    opt = make_optimizer(cfg, model)
 
     def step():
-        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
