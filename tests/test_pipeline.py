@@ -119,3 +119,20 @@ def test_crop_and_flip_equal_a_per_sample_reference():
         for i in range(40):
             want = padded[i, :, dy[i]:dy[i] + 10, dx[i]:dx[i] + 12]
             assert torch.equal(got[i], want.flip(-1) if flip[i] else want), (augment, i)
+
+
+def test_an_epoch_draws_its_order_then_each_batch_augmentation_from_one_generator():
+    """The batches depend on the seed and the epoch only, never on the device they are copied
+    to: the order (drawn once per epoch) and each batch's crops and flips come from one CPU
+    generator in this sequence, and resumed runs rely on it."""
+    x, y = _images(40, c=3, h=10, w=12), torch.arange(40)
+    augment = Augment(crop_padding=2, flip=True)
+    loader = BatchLoader(x, y, 16, mean=(0.0,) * 3, std=(1 / 255,) * 3, shuffle=True, augment=augment, seed=3)
+    loader.set_epoch(2)
+    g = torch.Generator().manual_seed(3 * 1_000_003 + 2)
+    order = torch.randperm(40, generator=g)
+    for i, (xb, yb) in enumerate(loader):
+        idx = order[i * 16:(i + 1) * 16]
+        assert torch.equal(yb, idx)
+        want = random_crop_flip(x[idx], augment, g)
+        assert torch.equal(xb, want.float())

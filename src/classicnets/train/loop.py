@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -133,6 +134,24 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def configure_cuda(deterministic: bool) -> None:
+    """cuBLAS and cuDNN settings for a run on a GPU.
+
+    Deterministic (the default): cuBLAS sums in the same order run after run only with a fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``, cuBLAS documentation, "Results reproducibility");
+    without one PyTorch's deterministic mode warns at the first matrix product. cuBLAS reads it
+    when it starts, so a process that has already run a matrix product on the GPU keeps the
+    workspace it has; a value already in the environment is kept. cuDNN does not time its
+    algorithms (``benchmark``): the fastest one may differ between runs.
+
+    ``--nondeterministic``: cuDNN times its algorithms on the first batch of each shape and keeps
+    the fastest (a training run's shapes stay fixed, so that is paid once).
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not deterministic
+
+
 def autocast_dtype(precision: str, device: torch.device, model: str | None = None) -> torch.dtype | None:
     """The autocast dtype for ``precision``. "auto" means bf16 (or fp16 where bf16 is missing) on
     CUDA; on a CPU, bf16 where it has native bf16 and ``model`` has at least ``BF16_MIN_MACS``
@@ -222,20 +241,36 @@ def _default_out(cfg: TrainConfig) -> Path:
 
 
 class _Progress:
-    """A tqdm bar per epoch on a terminal; one line per epoch otherwise."""
+    """A tqdm bar per epoch on a terminal; one line per epoch otherwise.
+
+    The running loss and accuracy it shows are read at most every ``refresh_seconds``: reading a
+    tensor's value waits for the device, and on a GPU a read every step would stop the CPU from
+    queueing the next steps while the current ones run."""
+
+    refresh_seconds = 0.5
 
     def __init__(self, enabled: bool, total: int, epoch: int, epochs: int):
         self.bar = None
+        self.shown_at = -math.inf
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="img", leave=False,
                             dynamic_ncols=True)
 
-    def update(self, n: int, **postfix) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            self.bar.set_postfix(postfix, refresh=False)
+    def update(self, n: int) -> bool:
+        """Advance by ``n`` images; True when the figures are due to be read and shown."""
+        if self.bar is None:
+            return False
+        self.bar.update(n)
+        now = time.perf_counter()
+        if now - self.shown_at < self.refresh_seconds:
+            return False
+        self.shown_at = now
+        return True
+
+    def show(self, **figures) -> None:
+        self.bar.set_postfix(figures, refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -261,6 +296,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     deterministic = (torch.are_deterministic_algorithms_enabled(),
                      torch.is_deterministic_algorithms_warn_only_enabled())
     fill_memory = torch.utils.deterministic.fill_uninitialized_memory
+    cudnn_benchmark = torch.backends.cudnn.benchmark
     clean = False
     try:
         result = _train(cfg, device, dist_info)
@@ -279,6 +315,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         torch.utils.deterministic.fill_uninitialized_memory = fill_memory
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         shutdown(dist_info, clean=clean)
 
 
@@ -322,6 +359,8 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
         # ResNet-20 (bf16, channels-last) 906-929 img/s against 964-990 without it in separate runs
         # on 2 cores; the algorithms stay deterministic.
         torch.utils.deterministic.fill_uninitialized_memory = False
+    if device.type == "cuda":
+        configure_cuda(cfg.deterministic)
     torch.manual_seed(cfg.seed)
 
     card = model_card(cfg.model)
@@ -464,10 +503,9 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
             # (and on CPU ~10% of a LeNet-5 step); the epoch-end check catches the rest.
             if step % 25 == 0 and not torch.isfinite(loss_sum):
                 _stop_non_finite(out, epoch, step)
-            if progress.bar is not None:
+            if progress.update(len(y) * dist_info.world_size):
                 rate = seen * dist_info.world_size / (time.perf_counter() - t0)
-                progress.update(len(y) * dist_info.world_size, loss=f"{loss.item():.3f}",
-                                acc=f"{float(correct) / seen:.3f}", img_s=f"{rate:,.0f}")
+                progress.show(loss=f"{loss.item():.3f}", acc=f"{float(correct) / seen:.3f}", img_s=f"{rate:,.0f}")
         progress.close()
         seen_t = torch.tensor(float(seen), dtype=torch.float64, device=device)
         stats = torch.stack([loss_sum, correct.double(), seen_t])
