@@ -145,8 +145,10 @@ def _resolved_precision(cfg: dict) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
-def tutorial_train(args) -> list[float]:
-    """The tutorial loop: per-sample Dataset + DataLoader, default memory format, fp32."""
+def tutorial_train(args, device: str = "cpu", workers: int = 0) -> list[float]:
+    """The tutorial loop: per-sample Dataset + DataLoader, default memory format, fp32. On a GPU
+    (``bench_cuda.py``) as the PyTorch tutorials run it there: the model on the device, batches
+    assembled by ``workers`` processes in pinned memory and copied to it every step."""
     import torch
     import torch.nn.functional as F
     from torch.utils.data import DataLoader
@@ -168,15 +170,18 @@ def tutorial_train(args) -> list[float]:
 
     torch.manual_seed(0)
     model = classicnets.create_model(args.model, num_classes=len(data.classes), in_channels=images.shape[1])
-    model.train()
+    model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=bool(cfg.nesterov),
                           weight_decay=cfg.weight_decay)
-    loader = DataLoader(dataset, batch_size=args.batch, shuffle=True)
+    on_gpu = torch.device(device).type == "cuda"
+    loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=workers, pin_memory=on_gpu,
+                        persistent_workers=workers > 0)
     rates = []
     for _ in range(args.epochs):
         seen, running = 0, 0.0
         t0 = time.perf_counter()
         for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
@@ -634,6 +639,7 @@ def to_markdown(results: dict) -> str:
         lines.append(f"- {format_goal(g)}")
         if g["goal"].startswith("LeNet-5 training >= 50%"):
             lines.append(f"  - {roofline_evidence()}")
+    lines.append(f"- {cuda_evidence()}")
     return "\n".join(lines + [""])
 
 
@@ -705,6 +711,22 @@ def pooling_evidence() -> str:
                      + ", ".join(f"{name} {ms:.2f} ms ({kept_ms / ms:.2f}x)" for name, ms in others))
     return (f"forward + backward, {'; '.join(parts)} ({r['machine']['cpu']}{isa(r['machine'])}, "
             f"{r['threads']} threads; `results/lenet_roofline.md`)")
+
+
+def cuda_evidence() -> str:
+    """The issue's CUDA figure (reported, no target), from ``results/cuda_resnet56.json``
+    (``bench_cuda.py``, which needs a GPU: the suite runs on the CPU it measures)."""
+    r = result_file("cuda_resnet56")
+    if r is None or not r.get("gpu") or r.get("quick"):
+        return ("ResNet-56 CIFAR-10 epoch on CUDA: **not measured** (no GPU on the machines this ran on; "
+                "`benchmarks/bench_cuda.py` measures it on one)")
+    c, gpu = r["contenders"], r["gpu"]
+    default, tutorial = c["classicnets"], c["tutorial"]
+    s = default["settings"]
+    return (f"ResNet-56 CIFAR-10 epoch on CUDA ({gpu['name']}): **{default['median_epoch_seconds']:.1f} s** "
+            f"({s['precision']}, {'channels-last' if s['channels_last'] else 'contiguous'}, data on the GPU; "
+            f"{default['images_per_second']:,.0f} img/s), the tutorial loop {tutorial['median_epoch_seconds']:.1f} s "
+            f"({default['speedup_over_tutorial']:.2f}x) (`results/cuda_resnet56.md`)")
 
 
 def decisions_section(results: dict) -> list[str]:

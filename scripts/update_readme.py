@@ -64,6 +64,8 @@ def benchmarks_section(folder: str = "benchmarks", command: str = "") -> str:
                               for t in tta.values()) + "."]
     lines += ["", "Goals of the performance issue, as measured by this run:", ""]
     lines += [f"- {format_goal(g)}" for g in _suite().evaluate_goals(r)]
+    if not command:  # the main run's section: the GPU figure is no CPU's
+        lines.append(f"- {_suite().cuda_evidence()}")
     return "\n".join(lines)
 
 

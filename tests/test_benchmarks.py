@@ -308,3 +308,56 @@ def test_suite_decisions_quote_the_pooling_alternatives(monkeypatch, tmp_path):
     assert suite.pooling_evidence() == ("forward + backward, batch 128: 1.50 ms as the step runs it; "
                                         "max_pool2d, default layout 3.00 ms (0.50x) (Some CPU, 2 threads; "
                                         "`results/lenet_roofline.md`)")
+
+
+@pytest.mark.slow
+def test_bench_cuda_quick_runs_every_contender_in_its_own_process(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py"), "--device", "cpu", "--quick",
+                           "--quiet", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "cuda_resnet56.json").read_text())
+    assert r["device"] == "cpu" and "gpu" not in r and r["quick"]
+    c = r["contenders"]
+    assert list(c) == ["classicnets", "classicnets, fp32", "classicnets, contiguous",
+                       "classicnets, nondeterministic", "tutorial"]
+    assert c["classicnets"]["settings"] == {"precision": "fp32", "channels_last": True, "deterministic": True,
+                                            "compile": False}  # fp32: a CPU without a GPU's autocast default
+    assert c["classicnets, contiguous"]["settings"]["channels_last"] is False
+    assert c["classicnets, nondeterministic"]["settings"]["deterministic"] is False
+    assert c["tutorial"]["settings"]["channels_last"] is False
+    for name, s in c.items():
+        assert len(s["timed_epochs"]) == 1 and s["median_epoch_seconds"] > 0, name  # epoch 1 of 2 warms up
+        assert len(r["runs"][name]) == 1 and len(r["runs"][name][0]["epoch_seconds"]) == 2
+    assert c["classicnets"]["relative_to_default"] == 1.0 and c["tutorial"]["speedup_over_tutorial"] == 1.0
+    md = (tmp_path / "cuda_resnet56.md").read_text()
+    assert "no GPU: this checks that the benchmark runs" in md and "| tutorial | fp32 | contiguous | no |" in md
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_bench_cuda_says_so_without_a_gpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 2 and not list(tmp_path.iterdir())
+    assert "--device cuda: this machine has no CUDA device" in proc.stderr and "--device cpu --quick" in proc.stderr
+
+
+def test_suite_reports_the_cuda_epoch_only_from_a_gpu_run(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import suite
+
+    monkeypatch.setattr(suite, "HERE", tmp_path)
+    assert "**not measured**" in suite.cuda_evidence()
+    (tmp_path / "results").mkdir()
+    settings = {"precision": "bf16", "channels_last": True, "deterministic": True, "compile": False}
+    contenders = {
+        "classicnets": {"median_epoch_seconds": 4.0, "images_per_second": 12_500, "speedup_over_tutorial": 2.5,
+                        "settings": settings},
+        "tutorial": {"median_epoch_seconds": 10.0, "images_per_second": 5_000, "speedup_over_tutorial": 1.0,
+                     "settings": settings}}
+    path = tmp_path / "results" / "cuda_resnet56.json"
+    path.write_text(json.dumps({"quick": True, "contenders": contenders}))  # a CPU check, no GPU figure
+    assert "**not measured**" in suite.cuda_evidence()
+    path.write_text(json.dumps({"quick": False, "gpu": {"name": "Some GPU"}, "contenders": contenders}))
+    assert suite.cuda_evidence() == (
+        "ResNet-56 CIFAR-10 epoch on CUDA (Some GPU): **4.0 s** (bf16, channels-last, data on the GPU; 12,500 img/s), "
+        "the tutorial loop 10.0 s (2.50x) (`results/cuda_resnet56.md`)")
