@@ -20,6 +20,11 @@ on random tensors, so that the data path is out of the picture):
   images (the embedded digits where Fashion-MNIST is not installed) and of ResNet-20 on 2,560
   random CIFAR-shaped images, the second epoch's images/s.
 
+``--preload jemalloc tcmalloc`` also runs each workload under those allocators (``LD_PRELOAD``,
+with ``CLASSICNETS_KEEP_FREED_MEMORY=0``: glibc's settings do not reach them), the drop-in
+replacements ``torch.backends.xeon.run_cpu`` offers; their libraries come from the system
+(Debian: ``libjemalloc2``, ``libtcmalloc-minimal4``), which a ``pip install`` cannot bring.
+
 Run: ``.venv/bin/python benchmarks/bench_malloc.py`` (~10 minutes on 2 cores). Results:
 ``benchmarks/results/malloc.{json,md}``. ``--quick`` is the tiny run the tests use.
 """
@@ -42,6 +47,8 @@ from suite import isa, make_random_data
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 MODES = ("returned", "kept")
+# Allocators that --preload can put in place of glibc's malloc: (library, Debian package).
+PRELOADS = {"jemalloc": ("jemalloc", "libjemalloc2"), "tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4")}
 
 # name -> (what it runs, timed steps per sample, samples per process)
 WORKLOADS = {
@@ -152,20 +159,43 @@ def worker(w: dict) -> dict:
                    "samples": [h["images_per_second"] for h in r.history],
                    "faults_per_step": None, "faults_whole_run_per_step": (_faults() - f0) / steps,
                    "dataset": dataset}
-    return {**out, "state": state, "peak_rss_mb": _peak_rss_mb()}
+    return {**out, "state": state, "allocator": _allocator(), "peak_rss_mb": _peak_rss_mb()}
+
+
+def _allocator() -> str:
+    """Whose malloc this process runs: a preloaded library's, if one is mapped, else glibc's."""
+    maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").is_file() else ""
+    return next((name for name, (lib, _) in PRELOADS.items() if f"lib{lib}.so" in maps), "glibc")
+
+
+def preload_library(name: str) -> str:
+    """The shared library to preload for allocator ``name``; a clear error where it is missing."""
+    import ctypes.util
+
+    library, package = PRELOADS[name]
+    found = ctypes.util.find_library(library)
+    if found is None:
+        raise SystemExit(f"--preload {name}: lib{library} is not installed on this machine "
+                         f"(Debian/Ubuntu: apt-get install {package})")
+    return found
 
 
 def run_worker(name: str, w: dict, mode: str, threads: int | None) -> dict:
     env = dict(os.environ)
     env.pop("CLASSICNETS_KEEP_FREED_MEMORY", None)
-    if mode == "returned":
+    env.pop("LD_PRELOAD", None)
+    if mode != "kept":  # glibc's default, or another allocator that glibc's settings do not reach
         env["CLASSICNETS_KEEP_FREED_MEMORY"] = "0"
+    if mode in PRELOADS:
+        env["LD_PRELOAD"] = preload_library(mode)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     r = call_worker(Path(__file__).resolve(), [json.dumps(w)], env, what=f"{name} ({mode})")
-    expected = "off" if mode == "returned" else "kept"
+    expected = "kept" if mode == "kept" else "off"
     if r["state"] != expected:
         raise RuntimeError(f"{name} ({mode}): the worker's allocator setting is {r['state']!r}, not {expected!r}")
+    if r["allocator"] != (mode if mode in PRELOADS else "glibc"):
+        raise RuntimeError(f"{name} ({mode}): the worker ran with {r['allocator']}'s malloc")
     return r
 
 
@@ -179,23 +209,29 @@ def run(args) -> dict:
     if args.workloads and previous.is_file():
         # Measuring some workloads again keeps the others' rows (and says when they were measured).
         results["workloads"] = json.loads(previous.read_text())["workloads"]
+    modes = MODES + tuple(args.preload or ())
+    for mode in args.preload or ():
+        preload_library(mode)  # before any measurement: a missing library stops the run at once
     start = time.perf_counter()
     for name in names:
         w = table[name]
-        runs = {m: [] for m in MODES}
+        runs = {m: [] for m in modes}
         for rep in range(args.reps):
-            for mode in (MODES if rep % 2 == 0 else MODES[::-1]):
+            for mode in (modes if rep % 2 == 0 else modes[::-1]):
                 runs[mode].append(run_worker(name, w, mode, args.threads))
             if not args.quiet:
-                last = {m: runs[m][-1] for m in MODES}
+                last = {m: runs[m][-1] for m in modes}
                 print(f"{name} rep {rep + 1}: " + ", ".join(
                     f"{m} {r['images_per_second']:,.1f} img/s ({_count(r['faults_per_step'])} faults)"
                     for m, r in last.items()), flush=True)
         med = {m: {k: (statistics.median(r[k] for r in runs[m]) if runs[m][0][k] is not None else None)
-                   for k in ("images_per_second", "faults_per_step", "peak_rss_mb")} for m in MODES}
+                   for k in ("images_per_second", "faults_per_step", "peak_rss_mb")} for m in modes}
+        kept = med["kept"]["images_per_second"]
         results["workloads"][name] = {**w, "runs": runs, "median": med, "measured": time.strftime("%Y-%m-%d %H:%M"),
                                       "load_average_at_start": results["machine"]["load_average_at_start"],
-                                      "ratio": med["kept"]["images_per_second"] / med["returned"]["images_per_second"],
+                                      "ratio": kept / med["returned"]["images_per_second"],
+                                      "preloaded_vs_kept": {m: med[m]["images_per_second"] / kept
+                                                            for m in args.preload or ()},
                                       "precision": runs["kept"][0].get("precision"),
                                       "dataset": runs["kept"][0].get("dataset")}
     results["seconds"] = time.perf_counter() - start
@@ -231,10 +267,21 @@ def to_markdown(results: dict) -> str:
         lines.append(f"| {what} | {a['images_per_second']:,.1f} | {b['images_per_second']:,.1f} | "
                      f"**{r['ratio']:.2f}x** | {_count(a['faults_per_step'])} | {_count(b['faults_per_step'])} | "
                      f"{a['peak_rss_mb']:,.0f} / {b['peak_rss_mb']:,.0f} |")
+    preloaded = {name: r for name, r in results["workloads"].items() if r.get("preloaded_vs_kept")}
+    if preloaded:
+        lines += ["", "Other allocators in glibc's place (`--preload`: `LD_PRELOAD`, their default settings), "
+                  "against *kept*, in the same rounds:", "",
+                  "| workload | allocator | img/s | against kept | faults | peak RSS MB |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for name, r in preloaded.items():
+            for mode, ratio in r["preloaded_vs_kept"].items():
+                x = r["median"][mode]
+                lines.append(f"| {name} | {mode} | {x['images_per_second']:,.1f} | **{ratio:.2f}x** | "
+                             f"{_count(x['faults_per_step'])} | {x['peak_rss_mb']:,.0f} |")
     lines += ["", "All processes (img/s):", ""]
     for name, r in results["workloads"].items():
         lines.append(f"* {name}: " + "; ".join(
-            f"{m} " + ", ".join(f"{x['images_per_second']:,.1f}" for x in r["runs"][m]) for m in MODES))
+            f"{m} " + ", ".join(f"{x['images_per_second']:,.1f}" for x in r["runs"][m]) for m in r["runs"]))
     lines += ["", "Regenerate: `.venv/bin/python benchmarks/bench_malloc.py`", ""]
     return "\n".join(lines)
 
@@ -247,6 +294,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=5, help="processes per mode and workload")
     ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), help="only these")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the workers")
+    ap.add_argument("--preload", nargs="+", choices=list(PRELOADS),
+                    help="also measure these allocators, preloaded in glibc's place")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for malloc.{json,md}")
     ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
     ap.add_argument("--quiet", action="store_true")

@@ -667,6 +667,20 @@ def malloc_evidence() -> str:
             "`results/malloc.md`)")
 
 
+def preload_evidence() -> str:
+    """The preloaded allocators' row, from ``results/malloc.json`` (``bench_malloc.py --preload``:
+    each against the kept setting, in the same rounds)."""
+    m = result_file("malloc")
+    rows = {name: r["preloaded_vs_kept"] for name, r in (m or {}).get("workloads", {}).items()
+            if r.get("preloaded_vs_kept")}
+    if not rows:
+        return "`bench_malloc.py --preload` (not measured yet)"
+    parts = [f"{name}: " + ", ".join(f"{alloc} {ratio:.2f}x" for alloc, ratio in ratios.items())
+             for name, ratios in rows.items()]
+    return (f"against the kept setting, {'; '.join(parts)} ({m['machine']['cpu']}{isa(m['machine'])}; "
+            "`results/malloc.md`)")
+
+
 def recipe_evidence() -> str:
     """The LeNet-5 Fashion-MNIST recipe row's evidence, from ``results/lenet_fashion_recipe.json``
     (``bench_lenet_fashion_recipe.py``: several variants over five seeds, more than this run does)."""
@@ -781,6 +795,8 @@ def decisions_section(results: dict) -> list[str]:
         ("Keep freed memory in the process (glibc's mmap threshold fixed at 32 MiB, trim threshold 1 GiB: "
          "`classicnets.memory`)",
          "**kept** (`classicnets.train`, `classicnets.fast`, every command)", malloc_evidence()),
+        ("jemalloc or tcmalloc preloaded in glibc's place (`LD_PRELOAD`, their default settings)",
+         "not kept (system libraries `pip` cannot bring, and no faster)", preload_evidence()),
         ("Threads", "torch's default (one per core)",
          "1 thread is 0.6x on 2 free cores, but much faster when another process holds a core: set `--threads`"),
     ]

@@ -62,6 +62,39 @@ def test_bench_malloc_quick_measures_both_allocator_settings_in_their_own_proces
     assert md.startswith("# Keeping freed memory") and "| lenet5-step (fp32) |" in md
 
 
+def _installed(library: str) -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library(library) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _installed("tcmalloc_minimal"), reason="libtcmalloc-minimal4 is not installed")
+def test_bench_malloc_preloads_another_allocator_in_its_own_processes(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_malloc.py"), "--quick", "--quiet",
+                           "--workloads", "lenet5-step", "--preload", "tcmalloc", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "malloc.json").read_text())["workloads"]["lenet5-step"]
+    # Each worker checked whose malloc it ran with (the library mapped into it) and that glibc's
+    # settings were off where another allocator stands in.
+    assert [x["allocator"] for x in r["runs"]["tcmalloc"]] == ["tcmalloc"]
+    assert [x["state"] for x in r["runs"]["tcmalloc"]] == ["off"]
+    assert [x["allocator"] for x in r["runs"]["kept"]] == ["glibc"]
+    assert set(r["preloaded_vs_kept"]) == {"tcmalloc"} and r["preloaded_vs_kept"]["tcmalloc"] > 0
+    assert "| lenet5-step | tcmalloc |" in (tmp_path / "malloc.md").read_text()
+
+
+def test_bench_malloc_names_a_missing_allocator_and_its_package(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_malloc
+
+    monkeypatch.setitem(bench_malloc.PRELOADS, "jemalloc", ("no_such_allocator_xyz", "libjemalloc2"))
+    with pytest.raises(SystemExit, match=r"--preload jemalloc: libno_such_allocator_xyz is not installed .*"
+                                         r"apt-get install libjemalloc2"):
+        bench_malloc.preload_library("jemalloc")
+
+
 @pytest.mark.slow
 def test_bench_lenet_fashion_recipe_quick_runs_each_variant_in_its_own_process(tmp_path):
     run_quick("bench_lenet_fashion_recipe.py", tmp_path)
@@ -361,3 +394,18 @@ def test_suite_reports_the_cuda_epoch_only_from_a_gpu_run(monkeypatch, tmp_path)
     assert suite.cuda_evidence() == (
         "ResNet-56 CIFAR-10 epoch on CUDA (Some GPU): **4.0 s** (bf16, channels-last, data on the GPU; 12,500 img/s), "
         "the tutorial loop 10.0 s (2.50x) (`results/cuda_resnet56.md`)")
+
+
+def test_suite_decisions_quote_the_preloaded_allocators(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import suite
+
+    monkeypatch.setattr(suite, "HERE", tmp_path)
+    assert "not measured yet" in suite.preload_evidence()
+    (tmp_path / "results").mkdir()
+    workloads = {"lenet5-step": {"preloaded_vs_kept": {}},
+                 "resnet20-step": {"preloaded_vs_kept": {"jemalloc": 0.64, "tcmalloc": 1.03}}}
+    (tmp_path / "results" / "malloc.json").write_text(json.dumps({"machine": {"cpu": "Some CPU"},
+                                                                  "workloads": workloads}))
+    assert suite.preload_evidence() == ("against the kept setting, resnet20-step: jemalloc 0.64x, tcmalloc 1.03x "
+                                        "(Some CPU; `results/malloc.md`)")

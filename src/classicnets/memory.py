@@ -13,9 +13,11 @@ freed blocks are reused and most faults stop (``benchmarks/results/malloc.md`` h
 
 The price: up to 1 GiB of memory a run has freed stays in the process until it ends, and reuse
 is not perfect (the heap fragments), so a process's peak memory can grow (the benchmark reports
-peak RSS both ways). Allocators such as jemalloc and tcmalloc,
-which ``torch.backends.xeon.run_cpu`` preloads, do the same more carefully; they are native
-libraries a ``pip install`` cannot bring, so we ask the allocator every Linux Python already has.
+peak RSS both ways). The allocators ``torch.backends.xeon.run_cpu`` preloads are native libraries
+a ``pip install`` cannot bring, and measured in glibc's place they do not beat this setting
+(``bench_malloc.py --preload``: tcmalloc within the noise of it, jemalloc with its default
+settings 0.64x on a ResNet-20 step, handing pages back itself), so we ask the allocator every
+Linux Python already has.
 
 The setting is process-wide and lasts until the process ends (glibc cannot be told to go back
 to adapting its thresholds). :func:`classicnets.train` and
