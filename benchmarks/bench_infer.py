@@ -273,7 +273,7 @@ def probe(name: str, steps: int, n_test: int, batch: int, backend: str, seed: in
 # --------------------------------------------------------------------------------------------
 
 
-def bench_model(name: str, args, folder: Path, results: dict) -> None:
+def bench_model(name: str, args, folder: Path, results: dict, precisions: tuple[str, ...]) -> None:
     threads = torch.get_num_threads()
     torch.manual_seed(args.seed)
     model = classicnets.create_model(name).eval().requires_grad_(False)  # the paper's classes: 1000 on ImageNet
@@ -285,7 +285,7 @@ def bench_model(name: str, args, folder: Path, results: dict) -> None:
     session, ort_costs = onnx_session(model, batches[biggest], folder, name, threads)
     results["one_off"].append({"model": name, "contender": "onnxruntime fp32", **ort_costs})
     fast = {}
-    for precision in args.precisions:
+    for precision in precisions:
         fm = optimize_for_inference(model, batches[biggest], precision, backend=args.backend)
         first_calls = {}
         for bs in args.batch_sizes:  # compiles the other batch sizes now, not in the warm-up
@@ -344,24 +344,23 @@ def run(args) -> dict:
     # sample, to learn that nobody should use it there. --bf16 auto leaves the bf16 path (and the
     # agreement checks, which are about it) to CPUs that have it.
     with_bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and machine["bf16_native"])
-    args.precisions = ("fp32", "bf16") if with_bf16 else ("fp32",)
-    if not with_bf16:
-        args.no_probe = True
+    precisions = ("fp32", "bf16") if with_bf16 else ("fp32",)
+    with_probe = with_bf16 and not args.no_probe
     results = {"machine": machine, "config": {
         "models": args.models, "batch_sizes": args.batch_sizes, "reps": args.reps, "warmup_rounds": 1,
         "min_sample_seconds": args.min_sample, "threads": torch.get_num_threads(), "backend": args.backend,
         "input_size": args.input_size, "seed": args.seed, "quick": args.quick,
-        "contenders": [c for c in CONTENDERS if not c.startswith("fast ") or c[5:] in args.precisions],
+        "contenders": [c for c in CONTENDERS if not c.startswith("fast ") or c[5:] in precisions],
         "bf16": args.bf16,
         "quiet_below_cores": QUIET, "agree_inputs": args.agree_inputs,
-        "probe": None if args.no_probe else {"model": args.probe_model, "steps": args.probe_steps,
+        "probe": None if not with_probe else {"model": args.probe_model, "steps": args.probe_steps,
                                              "test": args.probe_inputs},
     }, "one_off": [], "runs": [], "agreement": [], "probe": None}
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            bench_model(name, args, Path(tmp), results)
-    if not args.no_probe:
+            bench_model(name, args, Path(tmp), results, precisions)
+    if with_probe:
         results["probe"] = probe(args.probe_model, args.probe_steps, args.probe_inputs, max(args.batch_sizes),
                                  args.backend, args.seed, args.quiet)
     results["goals"] = evaluate_goals(results)

@@ -158,6 +158,8 @@ def test_suite_quick_writes_every_section(tmp_path):
     assert set(r["parity"]["accuracy"]) == {"fp32", "bf16"}
     goals = {g["goal"]: g for g in r["goals"]}
     assert "LeNet-5 training >= 3x the tutorial loop" in goals
+    keys = [g["key"] for g in r["goals"]]
+    assert len(set(keys)) == len(keys) and {"lenet5-speedup", "lenet5-peak", "resnet20-speedup"} <= set(keys)
     resnet = goals["ResNet-20 training >= 2x the tutorial fp32 loop at equal final accuracy"]
     assert resnet["measured"] == r["training"]["resnet20-32x32x3"]["speedup"]
     assert isinstance(resnet["met"], bool) and resnet["accuracy_gap_bf16_minus_fp32"] is not None
@@ -259,7 +261,8 @@ def test_bench_lenet_roofline_quick_writes_the_layer_table(tmp_path):
     assert run["kernels"]["ceiling_fraction_of_peak"] == pytest.approx(
         flops / (kernel_ms / 1e3) / 1e9 / run["peak_gflops"])
     assert 0 < run["step"]["fraction_of_peak"] and run["kernels"]["share_of_step"] > 0
-    assert list(run["pool1"]["alternatives_ms"])[0] == "max_pool2d, channels-last (what the step runs)"
+    assert run["pool1"]["as_run"] == "max_pool2d, channels-last (what the step runs)"
+    assert run["pool1"]["as_run"] in run["pool1"]["alternatives_ms"]
     assert len(run["pool1"]["alternatives_ms"]) == 4 and all(v > 0 for v in run["pool1"]["alternatives_ms"].values())
     md = (tmp_path / "lenet_roofline.md").read_text()
     assert md.startswith("# LeNet-5 training step: the ceiling") and "| features.conv2 | 6x14x14 -> 16x10x10 |" in md
@@ -341,6 +344,12 @@ def test_suite_decisions_quote_the_pooling_alternatives(monkeypatch, tmp_path):
     assert suite.pooling_evidence() == ("forward + backward, batch 128: 1.50 ms as the step runs it; "
                                         "max_pool2d, default layout 3.00 ms (0.50x) (Some CPU, 2 threads; "
                                         "`results/lenet_roofline.md`)")
+    # Newer files name the pooling the step runs, wherever it stands among the alternatives.
+    run["pool1"] = {"as_run": "strided", "alternatives_ms": {"max_pool2d": 3.0, "strided": 1.5}}
+    (tmp_path / "results" / "lenet_roofline.json").write_text(json.dumps({"machine": machine, "threads": 2,
+                                                                          "runs": [run]}))
+    assert suite.pooling_evidence().startswith("forward + backward, batch 128: 1.50 ms as the step runs it; "
+                                               "max_pool2d 3.00 ms (0.50x) (")
 
 
 @pytest.mark.slow
