@@ -30,7 +30,6 @@ Results: ``benchmarks/results/cuda_resnet56.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import statistics
 import sys
@@ -39,7 +38,7 @@ import time
 from pathlib import Path
 
 from common import call_worker, serve_worker, write_results  # benchmarks/common.py
-from suite import make_random_data, tutorial_train
+from suite import _resolved_precision, make_random_data, tutorial_train
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -68,19 +67,17 @@ def worker(job: dict) -> dict:
         seconds = [images / r for r in rates]
         out = {"settings": {"precision": "fp32", "channels_last": False, "deterministic": False, "compile": False}}
     else:
-        from classicnets.train.loop import TrainConfig, autocast_dtype, train
+        from classicnets.train.loop import TrainConfig, train
 
-        cfg = TrainConfig(model=job["model"], dataset=None, data_dir=job["data_dir"], batch_size=job["batch"],
-                          epochs=job["epochs"], train_limit=images, device=job["device"], quiet=True,
-                          eval_every=10**6, **job["settings"])
         with tempfile.TemporaryDirectory() as tmp:
-            r = train(dataclasses.replace(cfg, out=tmp))
+            r = train(TrainConfig(model=job["model"], dataset=None, data_dir=job["data_dir"], batch_size=job["batch"],
+                                  epochs=job["epochs"], train_limit=images, device=job["device"], quiet=True,
+                                  eval_every=10**6, out=tmp, **job["settings"]))
+            cfg = json.loads((Path(tmp) / "config.json").read_text())  # the settings the run resolved
         seconds = [h["epoch_seconds"] for h in r.history]
-        resolved = cfg.resolved()
-        dtype = autocast_dtype(resolved.precision, device, resolved.model)
-        out = {"settings": {"precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
-                            "channels_last": bool(resolved.channels_last), "deterministic": resolved.deterministic,
-                            "compile": resolved.compile},
+        out = {"settings": {"precision": _resolved_precision(cfg, job["device"]),
+                            "channels_last": bool(cfg["channels_last"]), "deterministic": cfg["deterministic"],
+                            "compile": cfg["compile"]},
                "final_train_loss": r.history[-1]["train_loss"]}
     out["epoch_seconds"] = seconds
     if device.type == "cuda":

@@ -180,14 +180,15 @@ def preload_library(name: str) -> str:
     return found
 
 
-def run_worker(name: str, w: dict, mode: str, threads: int | None) -> dict:
+def run_worker(name: str, w: dict, mode: str, threads: int | None, preload: str | None = None) -> dict:
+    """One measurement in its own process; ``preload``: the library of allocator ``mode``, if it is one."""
     env = dict(os.environ)
     env.pop("CLASSICNETS_KEEP_FREED_MEMORY", None)
     env.pop("LD_PRELOAD", None)
     if mode != "kept":  # glibc's default, or another allocator that glibc's settings do not reach
         env["CLASSICNETS_KEEP_FREED_MEMORY"] = "0"
-    if mode in PRELOADS:
-        env["LD_PRELOAD"] = preload_library(mode)
+    if preload:
+        env["LD_PRELOAD"] = preload
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     r = call_worker(Path(__file__).resolve(), [json.dumps(w)], env, what=f"{name} ({mode})")
@@ -209,16 +210,16 @@ def run(args) -> dict:
     if args.workloads and previous.is_file():
         # Measuring some workloads again keeps the others' rows (and says when they were measured).
         results["workloads"] = json.loads(previous.read_text())["workloads"]
-    modes = MODES + tuple(args.preload or ())
-    for mode in args.preload or ():
-        preload_library(mode)  # before any measurement: a missing library stops the run at once
+    # Found before any measurement: a missing library stops the run at once.
+    libraries = {mode: preload_library(mode) for mode in args.preload or ()}
+    modes = MODES + tuple(libraries)
     start = time.perf_counter()
     for name in names:
         w = table[name]
         runs = {m: [] for m in modes}
         for rep in range(args.reps):
             for mode in (modes if rep % 2 == 0 else modes[::-1]):
-                runs[mode].append(run_worker(name, w, mode, args.threads))
+                runs[mode].append(run_worker(name, w, mode, args.threads, libraries.get(mode)))
             if not args.quiet:
                 last = {m: runs[m][-1] for m in modes}
                 print(f"{name} rep {rep + 1}: " + ", ".join(
@@ -231,7 +232,7 @@ def run(args) -> dict:
                                       "load_average_at_start": results["machine"]["load_average_at_start"],
                                       "ratio": kept / med["returned"]["images_per_second"],
                                       "preloaded_vs_kept": {m: med[m]["images_per_second"] / kept
-                                                            for m in args.preload or ()},
+                                                            for m in libraries},
                                       "precision": runs["kept"][0].get("precision"),
                                       "dataset": runs["kept"][0].get("dataset")}
     results["seconds"] = time.perf_counter() - start

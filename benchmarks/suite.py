@@ -136,12 +136,13 @@ def worker_train(args) -> dict:
             "channels_last": False, "peak_rss_mb": _peak_rss_mb()}
 
 
-def _resolved_precision(cfg: dict) -> str:
+def _resolved_precision(cfg: dict, device: str = "cpu") -> str:
+    """What a run's ``precision`` setting (its config.json) came to on ``device``: fp32, bf16 or fp16."""
     import torch
 
     from classicnets.train.loop import autocast_dtype
 
-    dtype = autocast_dtype(cfg["precision"], torch.device("cpu"), cfg["model"])
+    dtype = autocast_dtype(cfg["precision"], torch.device(device), cfg["model"])
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
