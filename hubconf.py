@@ -18,9 +18,9 @@ _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
-from classicnets.registry import create_model as _create_model  # noqa: E402
-from classicnets.registry import list_models as _list_models  # noqa: E402
-from classicnets.registry import model_card as _model_card  # noqa: E402
+from classicnets.models import create_model as _create_model  # noqa: E402
+from classicnets.models import list_models as _list_models  # noqa: E402
+from classicnets.models import model_card as _model_card  # noqa: E402
 
 
 def _entry_point(name):

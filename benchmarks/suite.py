@@ -157,7 +157,7 @@ def tutorial_train(args, device: str = "cpu", workers: int = 0) -> list[float]:
 
     import classicnets
     from classicnets.data.sources import load_split
-    from classicnets.registry import model_card
+    from classicnets.models import model_card
     from classicnets.train.loop import TrainConfig, parse_augment
 
     cfg = TrainConfig(model=args.model, dataset=None if args.data_dir else args.data, data_dir=args.data_dir or None,
@@ -306,7 +306,7 @@ def training_section(args, workloads: dict, tmp: Path) -> dict:
 def _macs(model: str, w: dict) -> int:
     """Forward multiply-adds per image at the workload's input (1 channel for Fashion/digits)."""
     from classicnets import create_model
-    from classicnets.inspect import summary
+    from classicnets.summary_table import summary
 
     channels = 1 if w["data"] in ("fashion-mnist", "digits") else 3
     classes = 4 if w["data"] == "random224" else 10

@@ -102,7 +102,7 @@ def format_seconds(secs: float | None) -> str:
 
 
 def sections() -> dict[str, str]:
-    from classicnets.inspect import format_cost_table, model_summary, stack_cost
+    from classicnets.summary_table import format_cost_table, model_summary, stack_cost
     from classicnets.zoo_table import format_models_table, models_table
 
     fence = "```"

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from classicnets.data.pipeline import Augment, BatchLoader
-from classicnets.train.distributed import DistInfo, init_from_env
+from classicnets.distributed import DistInfo, init_from_env
 from classicnets.train.loop import train
 from conftest import temp_files, tiny_config
 

@@ -10,7 +10,7 @@ import torch
 import classicnets
 from classicnets.drawing import Layout, draw, layout, save
 from classicnets.errors import ClassicNetsError
-from classicnets.inspect import model_summary
+from classicnets.summary_table import model_summary
 
 
 def drawn_texts(fig) -> set[str]:

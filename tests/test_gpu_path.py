@@ -8,9 +8,11 @@ import os
 import pytest
 import torch
 
+import classicnets.device
+from classicnets.device import autocast_dtype, configure_cuda, pick_device
 from classicnets.errors import ClassicNetsError
 from classicnets.train import loop
-from classicnets.train.loop import autocast_dtype, configure_cuda, pick_device, train
+from classicnets.train.loop import train
 from conftest import tiny_config
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
@@ -34,7 +36,7 @@ CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 ])
 def test_autocast_dtype_per_device(monkeypatch, precision, device, model, cuda_bf16, cpu_bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
-    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: cpu_bf16)
+    monkeypatch.setattr(classicnets.device, "cpu_has_bf16", lambda: cpu_bf16)
     assert autocast_dtype(precision, device, model) == expected
 
 

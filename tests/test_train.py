@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from classicnets.errors import CheckpointError, TrainingError
-from classicnets.registry import _BUILDERS, _CARDS, register_model
+from classicnets.models.registry import BUILDERS, CARDS, register_model
 from classicnets.train import checkpoint as ckpt
 from classicnets.train import loop
 from classicnets.train.loop import train
@@ -192,7 +192,7 @@ def tiny_dropout_model():
     register_model(family="test", paper="-", reference="-", input_size=(1, 32, 32), num_classes=10,
                    params=0, macs=None, introduced="-")(tiny_dropout_net)
     yield name
-    del _BUILDERS[name], _CARDS[name]
+    del BUILDERS[name], CARDS[name]
 
 
 def test_resume_restores_rng_for_dropout_and_adamw_state(tmp_path, monkeypatch, tiny_dropout_model):

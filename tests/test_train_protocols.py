@@ -59,7 +59,7 @@ def test_warmup_ends_once_the_window_error_is_below_the_threshold():
     w = ErrorWarmup(0.8, 0.01)
     import torch
 
-    from classicnets.train.distributed import DistInfo
+    from classicnets.distributed import DistInfo
 
     solo = DistInfo()
     for step in range(1, ErrorWarmup.window):  # 90% error: still warming up

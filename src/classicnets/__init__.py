@@ -8,14 +8,13 @@
 """
 
 from .errors import ClassicNetsError
-from .registry import ModelCard, create_model, list_models, model_card, register_model
-
-__version__ = "0.1.0"
+from .models import ModelCard, create_model, list_models, model_card, register_model
+from .version import __version__
 
 
 def summary(model, input_size, **kwargs):
-    """Layer-by-layer table of a model: see :func:`classicnets.inspect.summary`."""
-    from .inspect import summary as _summary
+    """Layer-by-layer table of a model: see :func:`classicnets.summary_table.summary`."""
+    from .summary_table import summary as _summary
 
     return _summary(model, input_size, **kwargs)
 

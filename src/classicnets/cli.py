@@ -8,9 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
 from .errors import ClassicNetsError
 from .memory import keep_freed_memory
+from .version import __version__
 
 
 def _positive_int(text: str) -> int:
@@ -77,7 +77,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from .inspect import model_summary
+    from .summary_table import model_summary
 
     s = model_summary(args.model, tuple(args.input_size) if args.input_size else None, args.num_classes,
                       **_kwargs(args.model_arg))
@@ -86,7 +86,7 @@ def cmd_summary(args) -> int:
 
 
 def cmd_cost(args) -> int:
-    from .inspect import format_cost_table, stack_cost
+    from .summary_table import format_cost_table, stack_cost
 
     layers = []
     for spec in args.layers:

@@ -11,10 +11,10 @@ page holds LeNet-5 and VGG-16 alike: the face grows with the square root of H (t
 the model gets the full height) and the thickness with log2 C. Fully connected layers are thin
 bars, their height growing with log10 of their width. Under each box: the operation that made it
 (``conv 5x5, s1``: kernel, stride) and its shape ``H x W x C``, exactly as
-:func:`classicnets.inspect.summary` writes it.
+:func:`classicnets.summary_table.summary` writes it.
 
 Where the structure comes from: :func:`layout` runs the real model once, through
-:func:`~classicnets.inspect.summary` (on the meta device for a zoo name, so even ResNet-152 costs
+:func:`~classicnets.summary_table.summary` (on the meta device for a zoo name, so even ResNet-152 costs
 no arithmetic), and reads the modules themselves for kernels and strides. Residual blocks are the
 ``BasicBlock`` and ``Bottleneck`` modules of :mod:`classicnets.models.resnet`; their shortcut is
 drawn as an arrow over the block, solid for the identity, dashed where it changes the shape
@@ -39,9 +39,9 @@ import torch
 from torch import nn
 
 from .errors import ClassicNetsError
-from .inspect import Summary, format_shape, summary
 from .models.lenet import EuclideanRBF, SparseConv2d, Subsampling
 from .models.resnet import BasicBlock, Bottleneck, PadShortcut
+from .summary_table import Summary, format_shape, summary
 
 __all__ = ["Block", "Item", "Layout", "Stage", "draw", "layout", "save"]
 
@@ -125,7 +125,7 @@ def _resolve(model_or_name, input_size, model_kwargs) -> tuple[nn.Module, str, t
             raise ValueError("input_size is required for a model instance, e.g. (3, 224, 224)")
         device = params[0].device if params else torch.device("cpu")
         return model_or_name, type(model_or_name).__name__, tuple(input_size), device
-    from .registry import create_model, model_card
+    from .models import create_model, model_card
 
     card = model_card(model_or_name)
     size = tuple(card.input_size if input_size is None else input_size)

@@ -5,11 +5,48 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.pipeline import BatchLoader, make_loader
 from .data.sources import load_split
+from .device import autocast, pick_device
+from .distributed import DistInfo, all_reduce_sum
 from .predict import build_from_checkpoint
 from .report import format_confusion, plot_confusion
 from .train import checkpoint as ckpt
-from .train.loop import evaluate_model, make_loader, pick_device
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *,
+                   amp_dtype: torch.dtype | None = None, dist_info: DistInfo | None = None) -> dict:
+    """Loss, accuracy, per-class accuracy and confusion matrix (rows: true class)."""
+    was_training = model.training
+    model.eval()
+    device = loader.device
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for x, y in loader:
+        with autocast(device, amp_dtype):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        pred = logits.argmax(1)
+        confusion.view(-1).index_add_(0, y * num_classes + pred, torch.ones_like(y))
+    if dist_info is not None:
+        all_reduce_sum(confusion, dist_info)
+        all_reduce_sum(loss_sum, dist_info)
+    model.train(was_training)
+    confusion = confusion.cpu()
+    total = int(confusion.sum())
+    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
+    return {
+        "loss": float(loss_sum) / max(total, 1),
+        "accuracy": float(confusion.diag().sum()) / max(total, 1),
+        "per_class_accuracy": per_class,
+        "confusion": confusion.tolist(),
+        "count": total,
+    }
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,

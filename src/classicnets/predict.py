@@ -17,7 +17,7 @@ import torch
 from .data.pipeline import Normalize, fit_to_size
 from .errors import CheckpointError, ClassicNetsError, DataFormatError
 from .fast import PRECISIONS
-from .registry import create_model
+from .models import create_model
 from .train import checkpoint as ckpt
 
 LEGACY_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}

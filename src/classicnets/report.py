@@ -6,13 +6,13 @@ import os
 import platform
 from pathlib import Path
 
+from .version import __version__
+
 
 def machine_info() -> dict:
     """The CPU, its cores, the threads torch uses, the versions and the load: timings mean
     nothing without them (benchmarks and experiments record this with every result)."""
     import torch
-
-    from . import __version__
 
     cpu = platform.processor() or platform.machine()
     try:

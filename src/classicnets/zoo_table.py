@@ -6,7 +6,7 @@ typed by hand); ``compute=False`` shows the model cards' published figures only.
 
 from __future__ import annotations
 
-from .registry import list_models, model_card
+from .models import list_models, model_card
 
 
 def models_table(pattern: str = "*", compute: bool = True) -> list[dict]:
@@ -18,7 +18,7 @@ def models_table(pattern: str = "*", compute: bool = True) -> list[dict]:
                "published_macs": card.macs, "introduced": card.introduced,
                "torchvision": card.torchvision_name}
         if compute:
-            from .inspect import model_summary
+            from .summary_table import model_summary
 
             s = model_summary(name, device="meta")
             row.update(params=s.total_params, macs=s.total_macs)

@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..errors import DataFormatError, DownloadError
+from ..version import __version__
 
 _CHUNK = 1024 * 1024
 _FilterError = getattr(tarfile, "FilterError", ())  # Python 3.11.4+; () matches nothing

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import ClassicNetsError
+from .sources import StreamedSet
+
+# Datasets whose images must never be mirrored: a flipped 2, 3 or 7 is not a digit.
+NO_FLIP = {"digits", "mnist"}
+
 
 @dataclass(frozen=True)
 class Augment:
@@ -219,3 +225,25 @@ class StreamingBatchLoader(BatchLoader):
 
 def _is_padding(have, want) -> bool:
     return 0 <= want[0] - have[0] <= 8 and 0 <= want[1] - have[1] <= 8
+
+
+def parse_augment(spec: str, dataset: str | None) -> Augment:
+    """``none``, ``crop`` (4-pixel padding, He et al. 2015), ``crop:N`` (N-pixel padding),
+    ``flip``, or ``crop[:N]+flip``. Flips are dropped for digit datasets."""
+    crop, flip = 0, False
+    for part in spec.replace(" ", "").lower().split("+"):
+        name, _, arg = part.partition(":")
+        if name == "crop" and (not arg or arg.isdigit()):
+            crop = int(arg) if arg else 4
+        elif name == "flip" and not arg:
+            flip = True
+        elif name not in ("none", ""):
+            raise ClassicNetsError(f"--augment {spec!r}: expected none, crop, crop:N, flip or crop[:N]+flip")
+    return Augment(crop_padding=crop, flip=flip and (dataset or "").lower() not in NO_FLIP)
+
+
+def make_loader(data, batch_size: int, **kwargs) -> BatchLoader:
+    """A batch loader for an in-memory split, or a streaming one for a split read from disk."""
+    if isinstance(data, StreamedSet):
+        return StreamingBatchLoader(data.stream, data.labels, batch_size, **kwargs)
+    return BatchLoader(data.images, data.labels, batch_size, **kwargs)

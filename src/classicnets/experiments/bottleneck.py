@@ -2,7 +2,7 @@
 
 (a) The lecture's example on real layers: 28x28x192 -> 5x5 conv -> 32 maps costs 120,422,400
 multiplies; a 1x1 conv down to 16 maps first costs 2,408,448 + 10,035,200 = 12,443,648, about a
-tenth. Counted by :func:`~classicnets.inspect.stack_cost` (FlopCounterMode on real ``nn.Conv2d``)
+tenth. Counted by :func:`~classicnets.summary_table.stack_cost` (FlopCounterMode on real ``nn.Conv2d``)
 and timed: median CPU forward time of both stacks on the same batch.
 
 (b) ``nin`` against ``PlainSkeleton``, defined here: NiN's skeleton (the same three 5x5/5x5/3x3
@@ -26,10 +26,10 @@ from torch import nn
 
 from ..data.datasets import load_dataset
 from ..data.pipeline import BatchLoader
-from ..inspect import conv_cost, stack_cost, summary
+from ..models import create_model
 from ..models.base import ClassicNet
 from ..models.nin import scaled_maps
-from ..registry import create_model
+from ..summary_table import conv_cost, stack_cost, summary
 from . import register_experiment
 from .common import finish, pyplot, sd
 

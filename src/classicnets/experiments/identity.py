@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..models import create_model
 from ..models.resnet import BasicBlock
-from ..registry import create_model
 from . import register_experiment
 from .common import finish, pyplot
 

@@ -29,8 +29,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..registry import register_model
 from .base import ClassicNet
+from .registry import register_model
 
 # --------------------------------------------------------------------------------------------
 # torchvision's AlexNet

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import register_model
 from .base import ClassicNet
+from .registry import register_model
 
 _PAPER = "LeCun, Bottou, Bengio & Haffner 1998, Gradient-based learning applied to document recognition"
 _DOI = "doi:10.1109/5.726791"

@@ -26,8 +26,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..registry import register_model
 from .base import ClassicNet
+from .registry import register_model
 
 
 def scaled_maps(n: int, width: float) -> int:

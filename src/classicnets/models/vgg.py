@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..registry import register_model
 from .base import ClassicNet
+from .registry import register_model
 
 # Table 1, columns A, B, D, E (A-LRN and C, with its 1x1 convolutions, are not built).
 CONFIGS: dict[str, list[int | str]] = {

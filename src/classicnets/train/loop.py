@@ -6,34 +6,31 @@ the config comes from the model's recipe (``recipes.py``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
 from ..data.imageset import channel_stats
-from ..data.pipeline import Augment, BatchLoader, StreamingBatchLoader
+from ..data.pipeline import make_loader, parse_augment
 from ..data.sources import StreamedSet, load_split
+from ..device import autocast_dtype, configure_cuda, pick_device
+from ..distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shutdown
 from ..errors import CheckpointError, ClassicNetsError, TrainingError
+from ..evaluate import evaluate_model
 from ..memory import keep_freed_memory
-from ..registry import create_model, model_card
+from ..models import create_model, model_card
+from ..version import __version__
 from . import checkpoint as ckpt
-from .distributed import DistInfo, all_reduce_sum, barrier, init_from_env, shutdown
 from .recipes import recipe_for
 from .schedules import make_schedule
-
-# Datasets whose images must never be mirrored: a flipped 2, 3 or 7 is not a digit.
-NO_FLIP = {"digits", "mnist"}
+from .step import make_optimizer, train_step
 
 
 @dataclass
@@ -103,136 +100,6 @@ class TrainResult:
     train_seconds: float
     model: nn.Module
     split_sizes: dict[str, int] = field(default_factory=dict)  # images trained on / validated / tested
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or exactly what the user asked for."""
-    if name != "auto":
-        dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ClassicNetsError(f"--device {name}: CUDA is not available on this machine")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-# bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX) pays for nets with enough work
-# per image (benchmarks/results.md, "What the defaults are made of"): ResNet-20 (41 M
-# multiply-adds) trains 1.7x faster with it. LeNet-5 (0.4 M) measured 0.87x to 1.11x, within the
-# machine's noise (its accuracy held on 3 seeds): it stays fp32, as the recorded experiments ran.
-BF16_MIN_MACS = 10_000_000
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU does bf16 arithmetic natively (otherwise bf16 is emulated, and slow)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def configure_cuda(deterministic: bool) -> None:
-    """cuBLAS and cuDNN settings for a run on a GPU.
-
-    Deterministic (the default): cuBLAS sums in the same order run after run only with a fixed
-    workspace (``CUBLAS_WORKSPACE_CONFIG``, cuBLAS documentation, "Results reproducibility");
-    without one PyTorch's deterministic mode warns at the first matrix product. cuBLAS reads it
-    when it starts, so a process that has already run a matrix product on the GPU keeps the
-    workspace it has; a value already in the environment is kept. cuDNN does not time its
-    algorithms (``benchmark``): the fastest one may differ between runs.
-
-    ``--nondeterministic``: cuDNN times its algorithms on the first batch of each shape and keeps
-    the fastest (a training run's shapes stay fixed, so that is paid once).
-    """
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.benchmark = not deterministic
-
-
-def autocast_dtype(precision: str, device: torch.device, model: str | None = None) -> torch.dtype | None:
-    """The autocast dtype for ``precision``. "auto" means bf16 (or fp16 where bf16 is missing) on
-    CUDA; on a CPU, bf16 where it has native bf16 and ``model`` has at least ``BF16_MIN_MACS``
-    multiply-adds per image, else fp32."""
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and model is not None and cpu_has_bf16():
-            macs = model_card(model).macs
-            return torch.bfloat16 if macs and macs >= BF16_MIN_MACS else None
-        return None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def parse_augment(spec: str, dataset: str | None) -> Augment:
-    """``none``, ``crop`` (4-pixel padding, He et al. 2015), ``crop:N`` (N-pixel padding),
-    ``flip``, or ``crop[:N]+flip``. Flips are dropped for digit datasets."""
-    crop, flip = 0, False
-    for part in spec.replace(" ", "").lower().split("+"):
-        name, _, arg = part.partition(":")
-        if name == "crop" and (not arg or arg.isdigit()):
-            crop = int(arg) if arg else 4
-        elif name == "flip" and not arg:
-            flip = True
-        elif name not in ("none", ""):
-            raise ClassicNetsError(f"--augment {spec!r}: expected none, crop, crop:N, flip or crop[:N]+flip")
-    return Augment(crop_padding=crop, flip=flip and (dataset or "").lower() not in NO_FLIP)
-
-
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    # One fused kernel for the whole update: 1.03-1.11x faster LeNet-5 steps than foreach on CPU
-    # (benchmarks/results/lenet_step_ideas.md); foreach elsewhere (MPS lacks fused SGD).
-    on_cpu_or_cuda = all(p.device.type in ("cpu", "cuda") for p in params)
-    fused = {"fused": True} if on_cpu_or_cuda else {"foreach": True}
-    if cfg.optimizer == "sgd":
-        nesterov = bool(cfg.nesterov) and cfg.momentum > 0
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov,
-                               weight_decay=cfg.weight_decay, **fused)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    raise ClassicNetsError(f"--optimizer {cfg.optimizer!r}: expected sgd or adamw")
-
-
-@torch.no_grad()
-def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *,
-                   amp_dtype: torch.dtype | None = None, dist_info: DistInfo | None = None) -> dict:
-    """Loss, accuracy, per-class accuracy and confusion matrix (rows: true class)."""
-    was_training = model.training
-    model.eval()
-    device = loader.device
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    for x, y in loader:
-        with _autocast(device, amp_dtype):
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
-        pred = logits.argmax(1)
-        confusion.view(-1).index_add_(0, y * num_classes + pred, torch.ones_like(y))
-    if dist_info is not None:
-        all_reduce_sum(confusion, dist_info)
-        all_reduce_sum(loss_sum, dist_info)
-    model.train(was_training)
-    confusion = confusion.cpu()
-    total = int(confusion.sum())
-    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
-    return {
-        "loss": float(loss_sum) / max(total, 1),
-        "accuracy": float(confusion.diag().sum()) / max(total, 1),
-        "per_class_accuracy": per_class,
-        "confusion": confusion.tolist(),
-        "count": total,
-    }
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _default_out(cfg: TrainConfig) -> Path:
@@ -476,22 +343,8 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
             lr = warmup.lr if warmup.active else schedule(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with _autocast(device, amp_dtype):
-                logits = step_model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            logits, loss = train_step(step_model, optimizer, x, y, label_smoothing=cfg.label_smoothing,
+                                      amp_dtype=amp_dtype, scaler=scaler, grad_clip=cfg.grad_clip)
             step += 1
             hits = (logits.detach().argmax(1) == y).sum()
             loss_sum += loss.detach().double() * len(y)
@@ -550,13 +403,6 @@ def _train(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Train
     if val_set is not None:
         sizes["validation"] = len(val_set.labels)
     return TrainResult(out, history, final.get("test_accuracy", float("nan")), train_seconds, model, sizes)
-
-
-def make_loader(data, batch_size: int, **kwargs) -> BatchLoader:
-    """A batch loader for an in-memory split, or a streaming one for a split read from disk."""
-    if isinstance(data, StreamedSet):
-        return StreamingBatchLoader(data.stream, data.labels, batch_size, **kwargs)
-    return BatchLoader(data.images, data.labels, batch_size, **kwargs)
 
 
 def _head(data, n: int):

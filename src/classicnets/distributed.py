@@ -14,7 +14,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ..errors import ClassicNetsError
+from .errors import ClassicNetsError
 
 
 @dataclass(frozen=True)

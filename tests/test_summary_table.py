@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import classicnets
-from classicnets.inspect import (
+from classicnets.summary_table import (
     ROOT_NAME,
     LayerRow,
     Summary,

@@ -415,7 +415,7 @@ def model_summary(
     (shapes and counts only: milliseconds where a first forward of a deep net takes seconds),
     except where the builder itself computes on tensors (lenet5_1998), which meta cannot.
     """
-    from .registry import create_model, model_card
+    from .models import create_model, model_card
 
     card = model_card(name)
     if torch.device(device).type == "meta":

@@ -1,0 +1,82 @@
+"""Where a run computes and in which precision: the device, the autocast dtype, and the process-wide
+settings a GPU run needs. The trainer, the evaluator and the predictor all ask here, so
+``--device`` and ``--precision`` mean the same everywhere."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from .errors import ClassicNetsError
+from .models import model_card
+
+# bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX) pays for nets with enough work
+# per image (docs/performance.md, "What the defaults are made of"): ResNet-20 (41 M
+# multiply-adds) trains 1.7x faster with it. LeNet-5 (0.4 M) measured 0.87x to 1.11x, within the
+# machine's noise (its accuracy held on 3 seeds): it stays fp32, as the recorded experiments ran.
+BF16_MIN_MACS = 10_000_000
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; or exactly what the user asked for."""
+    if name != "auto":
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ClassicNetsError(f"--device {name}: CUDA is not available on this machine")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (otherwise bf16 is emulated, and slow)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def configure_cuda(deterministic: bool) -> None:
+    """cuBLAS and cuDNN settings for a run on a GPU.
+
+    Deterministic (the default): cuBLAS sums in the same order run after run only with a fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``, cuBLAS documentation, "Results reproducibility");
+    without one PyTorch's deterministic mode warns at the first matrix product. cuBLAS reads it
+    when it starts, so a process that has already run a matrix product on the GPU keeps the
+    workspace it has; a value already in the environment is kept. cuDNN does not time its
+    algorithms (``benchmark``): the fastest one may differ between runs.
+
+    ``--nondeterministic``: cuDNN times its algorithms on the first batch of each shape and keeps
+    the fastest (a training run's shapes stay fixed, so that is paid once).
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def autocast_dtype(precision: str, device: torch.device, model: str | None = None) -> torch.dtype | None:
+    """The autocast dtype for ``precision``. "auto" means bf16 (or fp16 where bf16 is missing) on
+    CUDA; on a CPU, bf16 where it has native bf16 and ``model`` has at least ``BF16_MIN_MACS``
+    multiply-adds per image, else fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and model is not None and cpu_has_bf16():
+            macs = model_card(model).macs
+            return torch.bfloat16 if macs and macs >= BF16_MIN_MACS else None
+        return None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype``, or nothing at all for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
