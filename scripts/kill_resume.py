@@ -88,7 +88,7 @@ def run_to_end(out: Path, args: list[str], resume: bool, epochs: int = 0) -> tup
 
 
 def saved_epoch(out: Path) -> int:
-    from classicnets.train import checkpoint as ckpt
+    from classicnets import checkpoint as ckpt
 
     path = out / ckpt.STATE_FILE
     return int(ckpt.read_tensors(path)[1]["epoch"]) if path.exists() else 0
@@ -96,9 +96,9 @@ def saved_epoch(out: Path) -> int:
 
 def readable(out: Path) -> list[str]:
     """Problems reading the checkpoints present right after a kill (none expected)."""
+    from classicnets import checkpoint as ckpt
+    from classicnets.checkpoint import read_checkpoint
     from classicnets.errors import ClassicNetsError
-    from classicnets.predict import read_checkpoint
-    from classicnets.train import checkpoint as ckpt
 
     problems = []
     for name in (ckpt.MODEL_FILE, ckpt.STATE_FILE):
@@ -148,7 +148,7 @@ def compare(out: Path, ref: Path) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from classicnets.train import checkpoint as ckpt
+    from classicnets import checkpoint as ckpt
 
     differing_bytes = 0
     identical = True

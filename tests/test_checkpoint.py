@@ -14,10 +14,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from classicnets import checkpoint as ckpt
 from classicnets import create_model
+from classicnets.checkpoint import load_state_dict_file, read_checkpoint
 from classicnets.errors import CheckpointError
-from classicnets.predict import load_state_dict_file, read_checkpoint
-from classicnets.train import checkpoint as ckpt
 from conftest import temp_files
 
 META = {"format": ckpt.FORMAT, "model": "x"}

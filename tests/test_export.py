@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from classicnets import export
+from classicnets.checkpoint import build_from_checkpoint
 from classicnets.errors import ClassicNetsError
 from classicnets.export import ATOL, export_checkpoint
-from classicnets.predict import build_from_checkpoint
 
 
 def probe(n: int = 5) -> torch.Tensor:

@@ -37,13 +37,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import classicnets
+from classicnets import checkpoint as ckpt
+from classicnets.checkpoint import load_state_dict_file, read_checkpoint
 from classicnets.data.cifar import load_cifar10, read_batch
 from classicnets.data.download import safe_extract
 from classicnets.data.folder import load_image
 from classicnets.data.idx import IDX_DTYPES, read_idx, read_idx_pair
 from classicnets.errors import ClassicNetsError
-from classicnets.predict import load_state_dict_file, read_checkpoint
-from classicnets.train import checkpoint as ckpt
 
 RUN: collections.Counter = collections.Counter()  # reader -> examples run
 REFUSED: collections.Counter = collections.Counter()  # reader -> examples refused (the rest were read)

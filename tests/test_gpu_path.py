@@ -11,8 +11,8 @@ import torch
 import classicnets.device
 from classicnets.device import autocast_dtype, configure_cuda, pick_device
 from classicnets.errors import ClassicNetsError
-from classicnets.train import loop
 from classicnets.train.loop import train
+from classicnets.train.progress import Progress
 from conftest import tiny_config
 
 CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
@@ -105,7 +105,7 @@ def test_fp16_scales_the_loss_and_clips_unscaled_gradients(tmp_path, monkeypatch
 def test_the_progress_bar_reads_the_loss_at_most_every_refresh(monkeypatch):
     """Reading a value off the device waits for it: the bar must not do it every step."""
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
-    bar = loop._Progress(True, total=1000, epoch=1, epochs=1)
+    bar = Progress(True, total=1000, epoch=1, epochs=1)
     try:
         assert bar.bar is not None
         due = [bar.update(10) for _ in range(50)]
@@ -115,14 +115,14 @@ def test_the_progress_bar_reads_the_loss_at_most_every_refresh(monkeypatch):
         bar.show(loss="0.100")
     finally:
         bar.close()
-    assert loop._Progress(False, total=10, epoch=1, epochs=1).update(10) is False
+    assert Progress(False, total=10, epoch=1, epochs=1).update(10) is False
 
 
 def test_training_on_a_terminal_shows_its_figures(tmp_path, monkeypatch):
     shown: list[dict] = []
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
-    monkeypatch.setattr(loop._Progress, "refresh_seconds", 0.0)
-    monkeypatch.setattr(loop._Progress, "show", lambda self, **figures: shown.append(figures))
+    monkeypatch.setattr(Progress, "refresh_seconds", 0.0)
+    monkeypatch.setattr(Progress, "show", lambda self, **figures: shown.append(figures))
     train(tiny_config(tmp_path, train_limit=128, batch_size=64, quiet=False))
     assert len(shown) == 2 and set(shown[0]) == {"loss", "acc", "img_s"}
     assert 0 < float(shown[-1]["loss"]) < 3

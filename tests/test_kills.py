@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from classicnets.train import checkpoint as ckpt
+from classicnets import checkpoint as ckpt
 from classicnets.train.loop import train
 from conftest import temp_files, tiny_config
 from test_distributed import clean_env, free_port

@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 import classicnets
+from classicnets import checkpoint as ckpt
 from classicnets.data.pipeline import BatchLoader
 from classicnets.data.sources import load_split
 from classicnets.errors import ClassicNetsError, DataFormatError
 from classicnets.evaluate import evaluate_checkpoint
 from classicnets.predict import Predictor, load
-from classicnets.train import checkpoint as ckpt
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from classicnets import checkpoint as ckpt
 from classicnets.errors import CheckpointError, TrainingError
 from classicnets.models.registry import BUILDERS, CARDS, register_model
-from classicnets.train import checkpoint as ckpt
-from classicnets.train import loop
 from classicnets.train.loop import train
 from conftest import temp_files, tiny_config
 
@@ -116,13 +115,13 @@ def uninterrupted(tmp_path_factory) -> Path:
 
 def interrupt_after_first_epoch(monkeypatch):
     """Make the next run stop (as Ctrl-C would) right after its first epoch is saved."""
-    save = loop._save_epoch
+    save = ckpt.save_epoch
 
     def save_then_stop(*args, **kwargs):
         save(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "_save_epoch", save_then_stop)
+    monkeypatch.setattr(ckpt, "save_epoch", save_then_stop)
 
 
 def assert_same_run(resumed: Path, reference: Path) -> None:

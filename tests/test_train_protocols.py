@@ -108,10 +108,11 @@ def test_train_config_takes_the_dataset_recipe_and_the_user_wins():
 
 def test_cli_label_smoothing_comes_from_the_recipe_unless_given():
     """``--label-smoothing`` left out takes the recipe's; given (even 0) it wins."""
-    from classicnets.cli import _train_config, build_parser
+    from classicnets.cli import build_parser
+    from classicnets.train import config_from_args
 
     def cli_config(*argv):
-        return _train_config(build_parser().parse_args(["train", *argv]))
+        return config_from_args(build_parser().parse_args(["train", *argv]))
 
     assert cli_config("lenet5", "--dataset", "fashion-mnist").resolved().label_smoothing == 0.1
     given = cli_config("lenet5", "--dataset", "fashion-mnist", "--label-smoothing", "0")

@@ -8,55 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from .arguments import key_values, positive_int
 from .errors import ClassicNetsError
 from .memory import keep_freed_memory
+from .train.config import add_train_arguments
 from .version import __version__
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
-def _kwargs(pairs: list[str], flag: str = "--model-arg") -> dict:
-    """``key=value`` pairs; values parsed as JSON where they parse (numbers, true/false, [lists])."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            example = "shortcut=B" if flag == "--model-arg" else "depths=[20,56]"
-            raise ClassicNetsError(f"{flag} {pair!r}: expected key=value, e.g. {example}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
 
 # ---- commands -----------------------------------------------------------------------------
 
@@ -80,7 +36,7 @@ def cmd_summary(args) -> int:
     from .summary_table import model_summary
 
     s = model_summary(args.model, tuple(args.input_size) if args.input_size else None, args.num_classes,
-                      **_kwargs(args.model_arg))
+                      **key_values(args.model_arg))
     print(json.dumps(s.to_dict(), indent=2) if args.format == "json" else s)
     return 0
 
@@ -100,33 +56,12 @@ def cmd_cost(args) -> int:
     return 0
 
 
-def _train_config(args):
-    from .train.loop import TrainConfig
-
-    return TrainConfig(
-        model=args.model, dataset=args.dataset if args.dataset or args.data else "digits",
-        data_dir=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        optimizer=args.optimizer, momentum=args.momentum, nesterov=args.nesterov,
-        weight_decay=args.weight_decay, schedule=args.schedule,
-        milestones=tuple(args.milestones) if args.milestones else None,
-        milestone_iterations=tuple(args.milestone_iterations) if args.milestone_iterations else None,
-        iterations=args.iterations, warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
-        warmup_until_error=args.warmup_until_error, label_smoothing=args.label_smoothing, grad_clip=args.grad_clip,
-        augment=args.augment, precision=args.precision, channels_last=args.channels_last,
-        compile=args.compile, device=args.device, threads=args.threads, seed=args.seed,
-        deterministic=not args.nondeterministic, input_size=tuple(args.input_size) if args.input_size else None,
-        train_limit=args.train_limit, holdout=args.holdout, model_kwargs=_kwargs(args.model_arg),
-        freeze_features=args.freeze_features,
-        init_from=args.init_from, out=args.out, resume=args.resume, quiet=args.quiet,
-    )
-
-
 def cmd_train(args) -> int:
-    from .train.loop import train
+    from .train import config_from_args, train
 
     if args.resume and not args.out:
         raise ClassicNetsError("--resume needs --out DIR: the run directory to continue")
-    train(_train_config(args))
+    train(config_from_args(args))
     return 0
 
 
@@ -194,7 +129,7 @@ def cmd_draw(args) -> int:
     if output.suffix.lower() not in (".svg", ".png", ".pdf"):
         raise ClassicNetsError(f"-o {output}: expected a .svg, .png or .pdf file name")
     try:
-        fig = draw(args.model, tuple(args.input_size) if args.input_size else None, **_kwargs(args.model_arg))
+        fig = draw(args.model, tuple(args.input_size) if args.input_size else None, **key_values(args.model_arg))
     except ValueError as exc:  # an input size the model cannot take
         raise ClassicNetsError(str(exc)) from exc
     print(f"wrote {save(fig, output)}")
@@ -202,8 +137,8 @@ def cmd_draw(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from .checkpoint import resolve
     from .pictures import show
-    from .train.checkpoint import resolve
 
     out = Path(args.output) if args.output else resolve(args.checkpoint).parent
     for fig in show(args.checkpoint, args.image, out=out, channels=args.channels, device=args.device):
@@ -228,7 +163,7 @@ def cmd_experiment(args) -> int:
             print(f"{name:<12} {describe_experiment(name)}")
         return 0
     out = args.out or f"runs/experiments/{args.name}"
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in _kwargs(args.set, "--set").items()}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in key_values(args.set, "--set").items()}
     if args.data:
         settings["data_dir"] = args.data
     doc = run_experiment(args.name, quick=args.protocol == "quick", out=out, **settings)
@@ -253,63 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="layer-by-layer table: output shape (H x W x C), parameters, multiply-adds")
     s.add_argument("model")
-    s.add_argument("--input-size", nargs=3, type=_positive_int, metavar=("C", "H", "W"))
-    s.add_argument("--num-classes", type=_positive_int)
+    s.add_argument("--input-size", nargs=3, type=positive_int, metavar=("C", "H", "W"))
+    s.add_argument("--num-classes", type=positive_int)
     s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("cost", help="multiply-adds of a stack of convolutions (the 1x1 bottleneck example)")
-    s.add_argument("--input", nargs=3, type=_positive_int, metavar=("H", "W", "C"), default=[28, 28, 192])
+    s.add_argument("--input", nargs=3, type=positive_int, metavar=("H", "W", "C"), default=[28, 28, 192])
     s.add_argument("layers", nargs="*", default=["32x5"], metavar="OUTxK",
                    help="layers as OUT_CHANNELSxKERNEL, e.g. 16x1 32x5 (default: 32x5)")
     s.set_defaults(func=cmd_cost)
 
     s = sub.add_parser("train", help="train a model on a dataset")
-    s.add_argument("model")
-    s.add_argument("--dataset", help="digits (default), mnist, fashion-mnist, cifar10, cifar100")
-    s.add_argument("--data", metavar="DIR", help="where the dataset's files are, or a folder of images "
-                   "(DIR/train/CLASS/*.png, DIR/test/CLASS/*.png) or of IDX files")
-    s.add_argument("--epochs", type=_positive_int)
-    s.add_argument("--batch-size", type=_positive_int)
-    s.add_argument("--lr", type=_positive_float)
-    s.add_argument("--optimizer", choices=["sgd", "adamw"])
-    s.add_argument("--momentum", type=_nonneg_float)
-    s.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
-    s.add_argument("--weight-decay", type=_nonneg_float)
-    s.add_argument("--schedule", choices=["constant", "step", "cosine", "onecycle"])
-    s.add_argument("--milestones", nargs="+", type=_positive_float, help="step schedule: fractions of training")
-    s.add_argument("--milestone-iterations", nargs="+", type=_positive_int, metavar="N",
-                   help="step schedule: the iterations to divide the lr at (He et al.: 32000 48000)")
-    s.add_argument("--iterations", type=_positive_int, metavar="N",
-                   help="stop after N iterations (He et al.: 64000); the number of epochs follows from it")
-    s.add_argument("--warmup-epochs", type=_nonneg_float)
-    s.add_argument("--warmup-lr", type=_positive_float)
-    s.add_argument("--warmup-until-error", type=_positive_float, metavar="E",
-                   help="hold --warmup-lr until the training error is below E (He et al., ResNet-110: 0.8)")
-    s.add_argument("--label-smoothing", type=_nonneg_float, default=None,
-                   help="default 0, or the recipe's (LeNet-5 on Fashion-MNIST: 0.1)")
-    s.add_argument("--grad-clip", type=_positive_float)
-    s.add_argument("--augment", help="none, crop, flip or crop+flip (flips are never used on digits)")
-    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
-    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels-last memory format (default: the recipe's; on for LeNet-5)")
-    s.add_argument("--compile", action="store_true", help="torch.compile the model")
-    s.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    s.add_argument("--threads", type=_positive_int)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--nondeterministic", action="store_true", help="allow faster non-deterministic kernels")
-    s.add_argument("--input-size", nargs=2, type=_positive_int, metavar=("H", "W"),
-                   help="train at this size instead of the model's native one")
-    s.add_argument("--train-limit", type=_positive_int, help="use only the first N training images")
-    s.add_argument("--holdout", type=_positive_int, metavar="N",
-                   help="keep the last N training images out as a validation set (He et al.: 5000 of 50000)")
-    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
-    s.add_argument("--freeze-features", action="store_true", help="train the head only")
-    s.add_argument("--init-from", metavar="CHECKPOINT", help="start from this checkpoint's backbone (transfer)")
-    s.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-DATASET-TIMESTAMP)")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    s.add_argument("--quiet", action="store_true")
+    add_train_arguments(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
@@ -325,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="top-k classes of images")
     s.add_argument("checkpoint")
     s.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
-    s.add_argument("--top", type=_positive_int, default=3)
+    s.add_argument("--top", type=positive_int, default=3)
     s.add_argument("--fast", action="store_true",
                    help="compile the model for CPU inference first (seconds up front; pays for many images)")
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -344,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("draw", help="draw a network: feature-map volumes, stages and shortcuts, as SVG or PNG")
     s.add_argument("model")
-    s.add_argument("--input-size", nargs=3, type=_positive_int, metavar=("C", "H", "W"))
+    s.add_argument("--input-size", nargs=3, type=positive_int, metavar=("C", "H", "W"))
     s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
     s.add_argument("-o", "--output", metavar="FILE", help="a .svg, .png or .pdf file (default: MODEL.svg)")
     s.set_defaults(func=cmd_draw)
@@ -353,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint")
     s.add_argument("image")
     s.add_argument("-o", "--output", metavar="DIR", help="where to write the PNGs (default: the checkpoint's folder)")
-    s.add_argument("--channels", type=_positive_int, default=16, help="feature maps per stage (the most active)")
+    s.add_argument("--channels", type=positive_int, default=16, help="feature maps per stage (the most active)")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_show)
 

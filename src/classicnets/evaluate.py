@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checkpoint as ckpt
+from .checkpoint import build_from_checkpoint
 from .data.pipeline import BatchLoader, make_loader
 from .data.sources import load_split
 from .device import autocast, pick_device
 from .distributed import DistInfo, all_reduce_sum
-from .predict import build_from_checkpoint
 from .report import format_confusion, plot_confusion
-from .train import checkpoint as ckpt
 
 
 @torch.no_grad()

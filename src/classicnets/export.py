@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoint as ckpt
+from .checkpoint import build_from_checkpoint
 from .errors import ClassicNetsError
-from .predict import build_from_checkpoint
-from .train import checkpoint as ckpt
 
 ATOL = 1e-4  # float32 logits of the same graph, run by two engines
 ONNX_SINGLE_FILE_LIMIT = 1 << 30  # bytes of weights; protobuf caps one file at 2 GiB

@@ -9,113 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from .checkpoint import build_from_checkpoint
 from .data.pipeline import Normalize, fit_to_size
-from .errors import CheckpointError, ClassicNetsError, DataFormatError
+from .errors import ClassicNetsError, DataFormatError
 from .fast import PRECISIONS
-from .models import create_model
-from .train import checkpoint as ckpt
-
-LEGACY_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
-
-
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """(weights, metadata) of a classicnets checkpoint: a run directory, its ``model.safetensors``
-    or its ``train_state.safetensors``."""
-    path = ckpt.resolve(path)
-    tensors, meta = ckpt.read_tensors(path)
-    if any(k.startswith("model.") for k in tensors) and "optimizer" in meta:
-        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    for key in ("model", "num_classes", "in_channels", "classes", "input_size", "mean", "std"):
-        if key not in meta:
-            raise CheckpointError(f"{path}: metadata lacks {key!r}; cannot rebuild the model")
-    _check_meta(path, meta)
-    return tensors, meta
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _check_meta(path: Path, meta: dict) -> None:
-    """The metadata's types and sizes, before a model is built from them: the model is built
-    before its weights are compared, and ``num_classes: 10**9`` would allocate 300 GB."""
-    def bad(key: str, expected: str):
-        raise CheckpointError(f"{path}: metadata {key!r} is {meta.get(key)!r}; expected {expected}")
-
-    classes, channels = meta["classes"], meta["in_channels"]
-    if not isinstance(meta["model"], str):
-        bad("model", "a model name")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        bad("classes", "a list of class names")
-    if not _is_int(meta["num_classes"]) or meta["num_classes"] != len(classes):
-        bad("num_classes", f"the number of classes, {len(classes)}")
-    if not _is_int(channels) or not 1 <= channels <= 4:
-        bad("in_channels", "1 to 4")
-    for key, n in (("input_size", 3), ("data_size", 2)):
-        size = meta.get(key, [1] * n)  # data_size is optional
-        if not isinstance(size, list) or len(size) != n or not all(_is_int(v) and 0 < v <= 65536 for v in size):
-            bad(key, f"{n} positive integers")
-    if meta["input_size"][0] != channels:
-        bad("input_size", f"{channels} channels first, as in_channels says")
-    for key in ("mean", "std"):
-        v = meta[key]
-        if not isinstance(v, list) or len(v) != channels or not all(
-                isinstance(x, int | float) and not isinstance(x, bool) for x in v):
-            bad(key, f"{channels} numbers")
-    if not isinstance(meta.get("model_kwargs", {}), dict):
-        bad("model_kwargs", "a mapping of argument names to values")
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Weights from a plain ``.safetensors`` file or a legacy PyTorch ``.pt``/``.pth`` file
-    (e.g. torchvision's released weights).
-
-    Legacy files are pickles; they are read with ``torch.load(weights_only=True)``, which only
-    rebuilds tensors and plain containers and refuses anything that would run code.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if path.suffix not in LEGACY_SUFFIXES:
-        raise CheckpointError(f"{path}: expected a .safetensors file or a PyTorch {sorted(LEGACY_SUFFIXES)} file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unpickling refusal, a zip error, a truncated file...
-        raise CheckpointError(f"{path} was refused: it is not a plain weights file that loads "
-                              f"without running code ({type(exc).__name__}: {str(exc)[:200]})") from exc
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state_dict (a mapping of names to tensors)")
-    return obj
-
-
-def build_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """(model in eval mode, metadata) rebuilt from a checkpoint."""
-    weights, meta = read_checkpoint(path)
-    try:
-        model = create_model(meta["model"], num_classes=meta["num_classes"], in_channels=meta["in_channels"],
-                             **meta.get("model_kwargs", {}))
-    except (ClassicNetsError, TypeError, ValueError) as exc:  # an unknown model, an unknown argument
-        raise CheckpointError(f"{path}: cannot rebuild its model from the metadata: {exc}") from exc
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: its weights do not fit a {meta['model']!r} model: {str(exc)[:400]}") from exc
-    return model.to(device).eval(), meta
 
 
 def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

@@ -13,12 +13,13 @@ recognised by what it holds:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import DataFormatError
+from ..errors import ClassicNetsError, DataFormatError
 from .imageset import ImageSet, available_memory, channel_stats
 
 TEST_NAMES = ("test", "val", "valid", "validation")
@@ -161,3 +162,27 @@ def _looks_like_cifar(root: Path) -> bool:
 def _check_classes(data: ImageSet, classes, where) -> None:
     if classes is not None and list(data.classes) != list(classes):
         raise DataFormatError(f"{where}: classes {data.classes} differ from the model's {list(classes)}")
+
+
+def head(data, n: int):
+    """The first ``n`` training images (quick experiments)."""
+    if isinstance(data, StreamedSet):
+        return data.head(n)
+    return dataclasses.replace(data, images=data.images[:n], labels=data.labels[:n])
+
+
+def hold_out(data, n: int):
+    """Split off the last ``n`` training images as a validation set (He et al. 2015 chose their
+    CIFAR-10 schedule on a 45k/5k split; CIFAR's batches are in random order, so the last 5k are
+    a random 5k). The mean and standard deviation are recomputed on the images trained on."""
+    if not 0 < n < len(data):
+        raise ClassicNetsError(f"--holdout {n}: expected fewer validation images than the {len(data):,} "
+                               f"training images")
+    keep = len(data) - n
+    if isinstance(data, StreamedSet):
+        return data.rows(0, keep), dataclasses.replace(data.rows(keep, len(data)), name=f"{data.name}[holdout]")
+    mean, std = channel_stats(data.images[:keep])
+    train = dataclasses.replace(data, images=data.images[:keep], labels=data.labels[:keep], mean=mean, std=std)
+    val = dataclasses.replace(data, images=data.images[keep:], labels=data.labels[keep:], mean=mean, std=std,
+                              name=f"{data.name}[holdout]")
+    return train, val

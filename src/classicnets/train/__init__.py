@@ -7,7 +7,9 @@
 - :mod:`.loop`: set up, one epoch, finish.
 """
 
-from .loop import TrainConfig, TrainResult, train
+from .config import TrainConfig, add_train_arguments, config_from_args
+from .loop import TrainResult, train
 from .step import make_optimizer, train_step
 
-__all__ = ["TrainConfig", "TrainResult", "make_optimizer", "train", "train_step"]
+__all__ = ["TrainConfig", "TrainResult", "add_train_arguments", "config_from_args", "make_optimizer", "train",
+           "train_step"]

@@ -2,13 +2,19 @@
 
 A schedule is ``lr(step) -> float``: it holds no state, so resuming a run needs nothing but the
 step number, and the same function serves a paper's iteration-based protocol (He et al. 2015
-divide by 10 at 32k and 48k iterations) and an epoch-based one.
+divide by 10 at 32k and 48k iterations) and an epoch-based one. The one schedule that depends on
+how training goes, He et al.'s warm-up until the training error falls below a bound, is
+:class:`ErrorWarmup`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+
+import torch
+
+from ..distributed import DistInfo, all_reduce_sum
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
@@ -62,3 +68,36 @@ def make_schedule(
         return main(step)
 
     return lr
+
+
+class ErrorWarmup:
+    """He et al. 2015, section 4.2, for ResNet-110: "we use 0.01 to warm up the training until the
+    training error is below 80% (about 400 iterations), and then go back to 0.1".
+
+    The training error is that of the last ``window`` mini-batches (summed over all ranks, so every
+    rank leaves the warm-up at the same step). The step it ended at is kept in the run's history,
+    so a resumed run does not warm up again.
+    """
+
+    window = 20
+
+    def __init__(self, threshold: float | None, lr: float) -> None:
+        self.threshold, self.lr = threshold, lr
+        self.ended_at: int | None = None
+        self.recent: list[tuple[float, float]] = []
+
+    @property
+    def active(self) -> bool:
+        return self.threshold is not None and self.ended_at is None
+
+    def update(self, hits: torch.Tensor, n: int, step: int, dist_info: DistInfo) -> None:
+        counts = torch.stack([hits.double(), torch.tensor(float(n), dtype=torch.float64, device=hits.device)])
+        all_reduce_sum(counts, dist_info)
+        self.recent = [*self.recent, (float(counts[0]), float(counts[1]))][-self.window:]
+        hit_sum, seen = map(sum, zip(*self.recent, strict=True))
+        if len(self.recent) == self.window and 1 - hit_sum / seen < self.threshold:
+            self.ended_at = step
+
+    def restore(self, history: list[dict]) -> None:
+        if history and history[-1].get("warmup_end_step") is not None:
+            self.ended_at = int(history[-1]["warmup_end_step"])
