@@ -1,43 +1,72 @@
-"""Regenerate the README's generated sections from the package itself.
+"""Regenerate the generated sections of README.md and docs/*.md from the package and its results.
 
-The README's model table, the LeNet-5 summary and the 1x1 cost example are produced by the
-code, not typed: each sits between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->``.
-Run ``.venv/bin/python scripts/update_readme.py`` after changing a model; ``--check`` exits 1
-if the README is out of date (tests/test_readme.py runs that check).
+The model tables, the LeNet-5 summary, the 1x1 cost example, the benchmark and experiment figures
+are produced by the code and the results files, not typed: each sits between
+``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` in whichever of README.md and
+docs/*.md holds it, and its links are written relative to that file. Run
+``.venv/bin/python scripts/update_readme.py`` after changing a model or a results file; ``--check``
+writes nothing and exits 1 if any file is out of date (tests/test_readme.py runs that check). A
+known section found in no file, an unknown one, or one without its closing marker is an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-# The suite as it was run on an AVX2 machine without native bf16 (its results under results/avx2).
-AVX2_COMMAND = " --out benchmarks/results/avx2 --skip-settings"
+# Where the results files are, relative to ROOT: the suite's main run (results.json, results.md),
+# the suite as it was run on an AVX2 machine without native bf16, and scripts/kill_resume.py's.
+MAIN_RESULTS = "benchmarks"
+AVX2_RESULTS = "benchmarks/results/avx2"
+AVX2_COMMAND = f" --out {AVX2_RESULTS} --skip-settings"
+RELIABILITY = "benchmarks/results/reliability"
+
+# A section's text may link to files: it is given ``link``, which turns a path relative to the
+# repository root into one relative to the file the section is written into.
+Link = Callable[[str], str]
 
 
-def kills_line() -> str:
+def files() -> list[Path]:
+    """The files whose generated sections are kept current: README.md and docs/*.md."""
+    return [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def linker(target: Path) -> Link:
+    """``link`` for a section written into ``target``."""
+    folder = target.resolve().parent
+    return lambda path: Path(os.path.relpath(ROOT / path, folder)).as_posix()
+
+
+def kills_line(link: Link) -> str:
     """The kill/resume figures, from scripts/kill_resume.py's results file."""
     import json
 
-    r = json.loads((ROOT / "benchmarks" / "results" / "reliability.json").read_text())
+    r = json.loads((ROOT / f"{RELIABILITY}.json").read_text())
     return (f"- **Kills**: {r['kills']} SIGKILLs of `classicnets train` at random moments, "
             f"{r['killed_inside_a_write']} in the middle of a checkpoint write,\n"
             f"  each resumed with `--resume`: {r['survived']}/{r['trials']} survived, final weights "
             f"bit-identical to the uninterrupted run in {r['bit_identical']}/{r['trials']},\n"
             f"  {r['bytes_lost']} bytes lost, {r['checkpoints_unreadable_after_kill']} unreadable checkpoints, "
             f"{r['temp_files_left']} temporary files left (`scripts/kill_resume.py`,\n"
-            f"  [results](benchmarks/results/reliability.md)).")
+            f"  [results]({link(f'{RELIABILITY}.md')})).")
 
 
-def benchmarks_section(folder: str = "benchmarks", command: str = "") -> str:
-    """The suite's headline figures and goals, from FOLDER/results.json (the suite's ``--out``)."""
+def _results(folder: str = MAIN_RESULTS) -> dict:
     import json
 
-    r = json.loads((ROOT / folder / "results.json").read_text())
+    return json.loads((ROOT / folder / "results.json").read_text())
+
+
+def benchmarks_section(folder: str = MAIN_RESULTS, command: str = "") -> str:
+    """The suite's headline figures and goals, from FOLDER/results.json (the suite's ``--out``)."""
+    r = _results(folder)
     m, p = r["machine"], r["peak"]
     lines = [f"From `{folder}/results.md` (`.venv/bin/python benchmarks/suite.py{command}`, "
              f"{r['seconds'] / 60:.0f} min): "
@@ -62,10 +91,28 @@ def benchmarks_section(folder: str = "benchmarks", command: str = "") -> str:
                               f"{format_seconds(t['median_seconds'])} (epochs "
                               + ", ".join(str(r["reached"]["epoch"]) if r["reached"] else "-" for r in t["runs"]) + ")"
                               for t in tta.values()) + "."]
-    lines += ["", "Goals of the performance issue, as measured by this run:", ""]
+    lines += ["", "Performance goals, as measured by this run:", ""]
     lines += [f"- {format_goal(g)}" for g in _suite().evaluate_goals(r)]
     if not command:  # the main run's section: the GPU figure is no CPU's
         lines.append(f"- {_suite().cuda_evidence()}")
+    return "\n".join(lines)
+
+
+def benchmarks_headline(link: Link) -> str:
+    """The README's one table of performance figures: training throughput against the tutorial
+    loop, from the same benchmarks/results.json as the ``benchmarks`` section."""
+    r = _results()
+    m = r["machine"]
+    lines = [f"Training throughput on {m['cpu']}{_suite().isa(m)} with {m['cores_available']} cores "
+             f"(torch {m['torch']}), against the tutorial loop (a per-sample `Dataset` + `DataLoader`, fp32); "
+             f"medians of {r['reps']} interleaved runs from "
+             f"[`{MAIN_RESULTS}/results.md`]({link(f'{MAIN_RESULTS}/results.md')}):", "",
+             "| training workload | classicnets img/s | tutorial loop img/s | speed-up | precision |",
+             "|---|---:|---:|---:|---|"]
+    for name, w in r["training"].items():
+        med = w["median_images_per_second"]
+        lines.append(f"| {name} (batch {w['batch']}) | {med['classicnets']:,.1f} | {med['tutorial']:,.1f} | "
+                     f"**{w['speedup']:.2f}x** | {w['classicnets_settings']['resolved_precision']} |")
     return "\n".join(lines)
 
 
@@ -86,6 +133,7 @@ def roofline_section() -> str:
     return "\n".join(lines)
 
 
+@functools.cache
 def _suite():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import suite
@@ -101,9 +149,54 @@ def format_seconds(secs: float | None) -> str:
     return _suite().format_seconds(secs)
 
 
-def sections() -> dict[str, str]:
+@functools.cache
+def _models() -> tuple[dict, ...]:
+    """Every model's row, counted from the real layers (builds each model once per run)."""
+    from classicnets.zoo_table import models_table
+
+    return tuple(models_table())
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} G" if n >= 1e9 else f"{n / 1e6:.2f} M"
+
+
+def _span(values: list[int], exact_below: float = 0) -> str:
+    """"1.79 G to 11.51 G"; every figure in full where the largest is below ``exact_below``."""
+    fmt = (lambda n: f"{n:,}") if max(values) < exact_below else _count
+    lo, hi = fmt(min(values)), fmt(max(values))
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def models_short() -> str:
+    """The models table in brief: one row per family and native input size, the family of the oldest
+    paper first."""
+    groups: dict[tuple[str, tuple[int, ...]], list[dict]] = {}
+    for row in _models():
+        groups.setdefault((row["family"], tuple(row["input_size"])), []).append(row)
+
+    def year(rows):
+        return min(int(y) for r in rows for y in re.findall(r"\b(?:19|20)\d\d\b", r["paper"])[:1])
+
+    def natural(name):
+        return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+    lines = ["| family | models | input (C x H x W) | params | multiply-adds | paper |", "|---|---|---|---|---|---|"]
+    first = {}  # each family's first paper
+    for (family, _), rows in groups.items():
+        first[family] = min(first.get(family, 9999), year(rows))
+    for (family, size), rows in sorted(groups.items(), key=lambda kv: (first[kv[0][0]], kv[0][0], -kv[0][1][-1])):
+        papers = dict.fromkeys(re.match(r".*?\b(?:19|20)\d\d\b", r["paper"]).group(0) for r in rows)
+        names = ", ".join(r["name"] for r in sorted(rows, key=lambda r: natural(r["name"])))
+        params, macs = _span([r["params"] for r in rows], exact_below=1e6), _span([r["macs"] for r in rows])
+        lines.append(f"| {family} | {names} | {' x '.join(map(str, size))} | {params} | {macs} | {'; '.join(papers)} |")
+    return "\n".join(lines)
+
+
+def sections() -> dict[str, Callable[[Link], str]]:
+    """Every generated section by name: a function of ``link`` (see ``linker``) giving its text."""
     from classicnets.summary_table import format_cost_table, model_summary, stack_cost
-    from classicnets.zoo_table import format_models_table, models_table
+    from classicnets.zoo_table import format_models_table
 
     fence = "```"
     lecture = (28, 28, 192)  # the lecture's example input, H x W x C
@@ -111,46 +204,79 @@ def sections() -> dict[str, str]:
     def cost(layers):
         return format_cost_table(stack_cost(lecture, layers), in_shape=lecture)
 
-    from classicnets.experiments.common import readme_section
+    def experiments(link: Link) -> str:
+        from classicnets.experiments.common import readme_section
+
+        return readme_section(ROOT / "docs" / "experiments",
+                              ["degradation", "identity", "bottleneck", "transfer", "pooling"],
+                              link_root=link("docs/experiments"), title=False)
 
     return {
-        "experiments": readme_section(ROOT / "docs" / "experiments",
-                                      ["degradation", "identity", "bottleneck", "transfer", "pooling"],
-                                      link_root="docs/experiments", title=False),
-        "kills": kills_line(),
-        "benchmarks": benchmarks_section(),
-        "benchmarks-avx2": benchmarks_section("benchmarks/results/avx2", AVX2_COMMAND),
-        "lenet-roofline": roofline_section(),
-        "models": format_models_table(models_table(), markdown=True),
-        "summary-lenet5": f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",
-        "cost": (
+        "experiments": experiments,
+        "kills": kills_line,
+        "benchmarks": lambda link: benchmarks_section(),
+        "benchmarks-headline": benchmarks_headline,
+        "benchmarks-avx2": lambda link: benchmarks_section(AVX2_RESULTS, AVX2_COMMAND),
+        "lenet-roofline": lambda link: roofline_section(),
+        "models": lambda link: format_models_table(list(_models()), markdown=True),
+        "models-short": lambda link: models_short(),
+        "summary-lenet5": lambda link: f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",
+        "cost": lambda link: (
             f"{fence}text\n$ classicnets cost 32x5\n{cost([(32, 5)])}\n\n"
             f"$ classicnets cost 16x1 32x5\n{cost([(16, 1), (32, 5)])}\n{fence}"
         ),
     }
 
 
-def render(text: str, parts: dict[str, str]) -> str:
-    for name, body in parts.items():
-        pattern = re.compile(rf"(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)", re.S)
+# A marker is a line of its own, so a page may mention one in its text.
+MARKER = re.compile(r"^<!-- generated:([\w-]+) -->$", re.M)
+
+
+def render(text: str, parts: dict[str, Callable[[Link], str]], link: Link,
+           where: str = "README.md") -> tuple[str, set[str]]:
+    """``text`` with every generated section it holds rewritten; and the names of those sections."""
+    found = set(MARKER.findall(text))
+    unknown = found - set(parts)
+    if unknown:
+        raise SystemExit(f"{where}: unknown generated section(s) {', '.join(sorted(unknown))} "
+                         f"(known: {', '.join(sorted(parts))})")
+    for name in sorted(found):
+        pattern = re.compile(rf"^(<!-- generated:{name} -->\n)(?:.*?\n)?(<!-- /generated:{name} -->)$", re.S | re.M)
         if not pattern.search(text):
-            raise SystemExit(f"README.md has no <!-- generated:{name} --> section")
+            raise SystemExit(f"{where}: <!-- generated:{name} --> has no <!-- /generated:{name} --> "
+                             "on a line of its own")
+        body = parts[name](link)
         text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
-    return text
+    return text, found
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 if the README is out of date; write nothing")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 if README.md or a docs/*.md file is out of date; write nothing")
     args = ap.parse_args()
-    old = README.read_text()
-    new = render(old, sections())
-    if args.check:
+    parts = sections()
+    placed: set[str] = set()
+    changed = []
+    for path in files():
+        where = path.relative_to(ROOT).as_posix()
+        old = path.read_text()
+        new, found = render(old, parts, linker(path), where)
+        placed |= found
         if new != old:
-            print("README.md is out of date: run .venv/bin/python scripts/update_readme.py", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new)
+            changed.append((path, where, new))
+    missing = set(parts) - placed
+    if missing:
+        print(f"no file holds the generated section(s) {', '.join(sorted(missing))}: each must sit in "
+              "README.md or a docs/*.md file", file=sys.stderr)
+        return 1
+    if args.check:
+        for _, where, _ in changed:
+            print(f"{where} is out of date: run .venv/bin/python scripts/update_readme.py", file=sys.stderr)
+        return 1 if changed else 0
+    for path, where, new in changed:
+        path.write_text(new)
+        print(f"updated {where}")
     return 0
 
 
