@@ -176,10 +176,20 @@ def cmd_experiment(args) -> int:
 # ---- parser -------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="classicnets", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="classicnets", description="The landmark convolutional networks, exact to their papers: inspect, "
+        "train, evaluate, predict, draw, and reproduce their case studies.")
     p.add_argument("--version", action="version", version=f"classicnets {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_model_commands(sub)
+    _add_checkpoint_commands(sub)
+    _add_study_commands(sub)
+    return p
+
+
+def _add_model_commands(sub) -> None:
+    """Commands about an architecture, no weights needed: models, summary, cost, draw."""
     s = sub.add_parser("models", help="list the models: paper, input size, parameters, multiply-adds")
     s.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
     s.add_argument("--fast", action="store_true", help="published figures only; do not build the models")
@@ -200,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="layers as OUT_CHANNELSxKERNEL, e.g. 16x1 32x5 (default: 32x5)")
     s.set_defaults(func=cmd_cost)
 
+    s = sub.add_parser("draw", help="draw a network: feature-map volumes, stages and shortcuts, as SVG or PNG")
+    s.add_argument("model")
+    s.add_argument("--input-size", nargs=3, type=positive_int, metavar=("C", "H", "W"))
+    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
+    s.add_argument("-o", "--output", metavar="FILE", help="a .svg, .png or .pdf file (default: MODEL.svg)")
+    s.set_defaults(func=cmd_draw)
+
+
+def _add_checkpoint_commands(sub) -> None:
+    """Commands that make or use a trained checkpoint: train, evaluate, predict, export, show."""
     s = sub.add_parser("train", help="train a model on a dataset")
     add_train_arguments(s)
     s.set_defaults(func=cmd_train)
@@ -234,13 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-check", action="store_true", help="skip the output comparison")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("draw", help="draw a network: feature-map volumes, stages and shortcuts, as SVG or PNG")
-    s.add_argument("model")
-    s.add_argument("--input-size", nargs=3, type=positive_int, metavar=("C", "H", "W"))
-    s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
-    s.add_argument("-o", "--output", metavar="FILE", help="a .svg, .png or .pdf file (default: MODEL.svg)")
-    s.set_defaults(func=cmd_draw)
-
     s = sub.add_parser("show", help="first-layer filters and each stage's feature maps of a trained model on an image")
     s.add_argument("checkpoint")
     s.add_argument("image")
@@ -249,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_show)
 
+
+def _add_study_commands(sub) -> None:
+    """The datasets, and the case studies of the papers' claims."""
     s = sub.add_parser("datasets", help="list the built-in datasets")
     s.set_defaults(func=cmd_datasets)
 
@@ -267,7 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change a setting of the experiment, e.g. --set depths=[20,56,110] --set seeds=[0,1]")
     # Both flags write "protocol"; argparse would take the default of the first (None), so set it here.
     s.set_defaults(func=cmd_experiment, protocol="quick")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
