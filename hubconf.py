@@ -5,7 +5,7 @@
 
 Keyword arguments go to ``classicnets.create_model`` (``num_classes``, ``in_channels``, and the
 builder's own, e.g. ``shortcut="B"``). Models come randomly initialised: classicnets publishes
-no pretrained weights (torchvision's load into the compatible models, see the README).
+no pretrained weights (torchvision's load into the compatible models, see docs/models.md).
 """
 
 import os
