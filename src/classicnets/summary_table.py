@@ -22,7 +22,8 @@ How things are counted
   (input, class) pair (84 x 10 = 840): each term is a subtraction, a squaring and an
   accumulation, the work of a dot product. Its sparse C3 counts only the connections of the
   paper's Table I (150,000), not the dense zero-padded kernel it runs (240,000). Its trainable
-  subsampling (a coefficient and a bias per map) is element-wise, like batch norm: 0.
+  subsampling (a coefficient and a bias per map) is element-wise, like batch norm: 0. The rules
+  live in :mod:`classicnets.macs`.
 * **Parameters** of a row are the module's own (not its children's). A module that runs more
   than once (the shared ReLU in a torchvision ResNet block) gets a row per call; its parameters
   are shown on its first row only, so the column sums to the model's total.
@@ -31,13 +32,12 @@ How things are counted
 
 The cost of the 1 x 1 "bottleneck" trick is one call away: :func:`conv_cost`,
 :func:`stack_cost` and :func:`format_cost_table` run real ``nn.Conv2d`` layers through the same
-counter.
+counter. They live in :mod:`classicnets.costs` and are importable from here too.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,7 +45,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models.lenet import EuclideanRBF, SparseConv2d
+from .costs import conv_cost, format_cost_table, stack_cost
+from .macs import register_macs, rule_for
+from .models import create_model, model_card
 
 __all__ = [
     "LayerRow",
@@ -60,55 +62,6 @@ __all__ = [
 ]
 
 ROOT_NAME = "(model)"  # the row name of the model itself (depth=0, or a model that is one layer)
-
-# ----------------------------------------------------------------------------------------------
-# Layers the flop counter cannot see
-
-MacRule = Callable[[nn.Module, tuple, Any], int]
-_MAC_RULES: dict[type, MacRule] = {}
-
-
-def register_macs(module_type: type[nn.Module]) -> Callable[[MacRule], MacRule]:
-    """Decorator: declare the multiply-adds of ``module_type`` as ``rule(module, inputs, output)``.
-
-    The rule's count replaces what FlopCounterMode saw inside the module's own forward (child
-    modules are still counted by themselves). Use it for layers built from element-wise ops that
-    nevertheless do dot-product-like work, such as a Euclidean RBF layer.
-    """
-
-    def decorate(rule: MacRule) -> MacRule:
-        _MAC_RULES[module_type] = rule
-        return rule
-
-    return decorate
-
-
-# LeNet-5 (1998)'s two layers whose cost the counter misjudges. They are registered here, where
-# the counting convention lives, rather than in the model file.
-
-
-@register_macs(EuclideanRBF)
-def _rbf_macs(module: EuclideanRBF, inputs: tuple, output: Any) -> int:
-    # y_i = sum_j (x_j - w_ij)^2: one subtract-square-accumulate per (input, class) pair, the
-    # work of a dot product; 84 x 10 = 840 per image. The counter sees only element-wise ops.
-    return inputs[0].shape[0] * module.centers.numel()
-
-
-@register_macs(SparseConv2d)
-def _sparse_conv_macs(module: SparseConv2d, inputs: tuple, output: Any) -> int:
-    # Only the connections of Table I do work (C3: 60 kernels of 5x5 on 10x10 outputs =
-    # 150,000); the forward pass runs them as one dense convolution with zero kernels, which
-    # the counter would charge in full (240,000).
-    n, _, *spatial = output.shape
-    return n * module.weight.numel() * math.prod(spatial)
-
-
-def _rule_for(module: nn.Module) -> MacRule | None:
-    for cls in type(module).__mro__:
-        if cls in _MAC_RULES:
-            return _MAC_RULES[cls]
-    return None
-
 
 # ----------------------------------------------------------------------------------------------
 # The table
@@ -306,66 +259,9 @@ def summary(
         raise ValueError("the model lives on the meta device: call summary(..., device='meta')")
     dtype = next((p.dtype for p in params if p.is_floating_point()), torch.get_default_dtype())
 
-    modes = {m: m.training for m in model.modules()}
-    names = {m: (n or ROOT_NAME) for n, m in model.named_modules()}
-    rows: list[LayerRow] = []
-    row_calls: list[_Call] = []  # row i belongs to call row_calls[i]
-    stack: list[_Call] = []
-    seen_params: set[int] = set()
-    counter = FlopCounterMode(display=False)
-
-    def pre_hook(module: nn.Module, args: tuple) -> None:
-        parent = stack[-1] if stack else None
-        stack.append(_Call(module, names[module], parent, len(rows), counter.get_total_flops()))
-
-    def post_hook(module: nn.Module, args: tuple, output: Any) -> None:
-        call = stack.pop()
-        flops = counter.get_total_flops() - call.start_flops
-        if call.parent is not None:
-            call.parent.child_flops += flops
-        outs = _tensors(output)
-        call.output_shape = tuple(outs[0].shape[1:]) if outs else ()
-        call.output_bytes = sum(t[0].numel() * t.element_size() if t.dim() else t.element_size()
-                                for t in outs)
-        own = [p for p in module.parameters(recurse=False) if id(p) not in seen_params]
-        seen_params.update(id(p) for p in own)
-        self_flops = flops - call.child_flops
-        rule = _rule_for(module)
-        macs = rule(module, args, output) if rule is not None else self_flops // 2
-        is_leaf = next(module.children(), None) is None
-        if is_leaf or own or macs:
-            row = LayerRow(call.name, type(module).__name__, call.output_shape,
-                           sum(p.numel() for p in own), int(macs), call.output_bytes)
-            rows.insert(call.row_index, row)
-            row_calls.insert(call.row_index, call)
-
-    handles = []
-    for m in names:
-        handles.append(m.register_forward_pre_hook(pre_hook))
-        handles.append(m.register_forward_hook(post_hook))
-    moved = home != device
-    x = torch.randn((1, *size), generator=torch.Generator().manual_seed(0), dtype=dtype)
-    try:
-        if moved:
-            model.to(device)
-        model.eval()
-        with torch.no_grad(), counter:
-            try:
-                model(x.to(device))
-            except Exception as e:
-                where = stack[-1].name if stack else ROOT_NAME
-                raise ValueError(
-                    f"forward pass of {type(model).__name__} failed in {where!r} for input_size "
-                    f"{size} (C, H, W without batch): {e}"
-                ) from e
-    finally:
-        for h in handles:
-            h.remove()
-        for m, training in modes.items():
-            m.training = training
-        if moved:
-            model.to(home)
-
+    recorder = _Recorder(model)
+    _record_forward(model, recorder, size, dtype, device, home)
+    rows = recorder.rows
     unique = {id(p): p for p in params}.values()
     result = Summary(
         rows=rows,
@@ -377,8 +273,93 @@ def summary(
         model=type(model).__name__,
     )
     if depth is not None:
-        result.rows = _group(rows, row_calls, depth)
+        result.rows = _group(rows, recorder.row_calls, depth)
     return result
+
+
+class _Recorder:
+    """Forward hooks that turn one forward pass into rows.
+
+    A pre-hook pushes a :class:`_Call` with the flop counter's total so far; the post-hook pops
+    it, and what the counter gained in between, less what the call's children gained, is the
+    module's own arithmetic. A row is inserted at the index its call had on entry, so a parent
+    that gets a row of its own comes before its children, in execution order.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names = {m: (n or ROOT_NAME) for n, m in model.named_modules()}
+        self.rows: list[LayerRow] = []
+        self.row_calls: list[_Call] = []  # row i belongs to call row_calls[i]
+        self.stack: list[_Call] = []
+        self.seen_params: set[int] = set()  # a shared parameter is shown on its first row only
+        self.counter = FlopCounterMode(display=False)
+
+    def attach(self) -> list:
+        """Hook every module; returns the handles to remove."""
+        handles = []
+        for m in self.names:
+            handles.append(m.register_forward_pre_hook(self.pre_hook))
+            handles.append(m.register_forward_hook(self.post_hook))
+        return handles
+
+    def where(self) -> str:
+        """The module running now (where a failed forward pass failed)."""
+        return self.stack[-1].name if self.stack else ROOT_NAME
+
+    def pre_hook(self, module: nn.Module, args: tuple) -> None:
+        parent = self.stack[-1] if self.stack else None
+        self.stack.append(_Call(module, self.names[module], parent, len(self.rows),
+                                self.counter.get_total_flops()))
+
+    def post_hook(self, module: nn.Module, args: tuple, output: Any) -> None:
+        call = self.stack.pop()
+        flops = self.counter.get_total_flops() - call.start_flops
+        if call.parent is not None:
+            call.parent.child_flops += flops
+        outs = _tensors(output)
+        call.output_shape = tuple(outs[0].shape[1:]) if outs else ()
+        call.output_bytes = sum(t[0].numel() * t.element_size() if t.dim() else t.element_size()
+                                for t in outs)
+        own = [p for p in module.parameters(recurse=False) if id(p) not in self.seen_params]
+        self.seen_params.update(id(p) for p in own)
+        self_flops = flops - call.child_flops
+        rule = rule_for(module)
+        macs = rule(module, args, output) if rule is not None else self_flops // 2
+        is_leaf = next(module.children(), None) is None
+        if is_leaf or own or macs:
+            row = LayerRow(call.name, type(module).__name__, call.output_shape,
+                           sum(p.numel() for p in own), int(macs), call.output_bytes)
+            self.rows.insert(call.row_index, row)
+            self.row_calls.insert(call.row_index, call)
+
+
+def _record_forward(model: nn.Module, recorder: _Recorder, size: tuple[int, ...], dtype: torch.dtype,
+                    device: torch.device, home: torch.device) -> None:
+    """One image through ``model`` on ``device`` in eval mode, hooked and counted; the hooks,
+    every module's training flag and the model's device are restored whatever happens."""
+    modes = {m: m.training for m in model.modules()}
+    handles = recorder.attach()
+    moved = home != device
+    x = torch.randn((1, *size), generator=torch.Generator().manual_seed(0), dtype=dtype)
+    try:
+        if moved:
+            model.to(device)
+        model.eval()
+        with torch.no_grad(), recorder.counter:
+            try:
+                model(x.to(device))
+            except Exception as e:
+                raise ValueError(
+                    f"forward pass of {type(model).__name__} failed in {recorder.where()!r} for input_size "
+                    f"{size} (C, H, W without batch): {e}"
+                ) from e
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+        if moved:
+            model.to(home)
 
 
 def _group(rows: list[LayerRow], calls: list[_Call], depth: int) -> list[LayerRow]:
@@ -415,8 +396,6 @@ def model_summary(
     (shapes and counts only: milliseconds where a first forward of a deep net takes seconds),
     except where the builder itself computes on tensors (lenet5_1998), which meta cannot.
     """
-    from .models import create_model, model_card
-
     card = model_card(name)
     if torch.device(device).type == "meta":
         try:
@@ -429,88 +408,3 @@ def model_summary(
     s = summary(model, card.input_size if input_size is None else input_size, depth=depth, device=device)
     s.model = name
     return s
-
-
-# ----------------------------------------------------------------------------------------------
-# The cost of a convolution, and why 1 x 1 bottlenecks pay
-
-
-def _conv(in_shape: Sequence[int], out_channels: int, kernel_size: int, stride: int,
-          padding: str | int) -> tuple[tuple[int, int, int], int]:
-    H, W, C = in_shape
-    if padding == "same" and stride != 1:
-        if kernel_size % 2 == 0:
-            raise ValueError("padding='same' with a stride needs an odd kernel_size")
-        padding = kernel_size // 2  # out = ceil(H / stride), as "same" means in the lecture
-    conv = nn.Conv2d(C, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        y = conv(torch.zeros(1, C, H, W))
-    _, c, h, w = y.shape
-    return (h, w, c), counter.get_total_flops() // 2
-
-
-def conv_cost(
-    in_shape: Sequence[int],
-    out_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    padding: str | int = "same",
-) -> int:
-    """Multiply-adds of one convolution from ``in_shape`` = (H, W, C_in), channels last as in the
-    lecture, measured on a real ``nn.Conv2d`` forward by FlopCounterMode.
-
-    Like the lecture's "number of multiplies", bias additions are not counted::
-
-        >>> conv_cost((28, 28, 192), 32, 5)   # 28*28*32 outputs x 5*5*192 multiplies each
-        120422400
-    """
-    return _conv(in_shape, out_channels, kernel_size, stride, padding)[1]
-
-
-def stack_cost(
-    in_shape: Sequence[int], layers: Sequence[Sequence[int]]
-) -> list[tuple[str, tuple[int, int, int], int]]:
-    """Multiply-adds of a stack of "same"-padded convolutions, layer by layer.
-
-    ``layers`` are ``(out_channels, kernel_size)`` or ``(out_channels, kernel_size, stride)``.
-    Returns ``(description, output shape (H, W, C), multiply-adds)`` per layer; bias additions
-    are not counted. The lecture's 1 x 1 bottleneck::
-
-        >>> [m for _, _, m in stack_cost((28, 28, 192), [(16, 1), (32, 5)])]
-        [2408448, 10035200]
-
-    against 120,422,400 for the 5 x 5 convolution straight from 192 channels.
-    """
-    shape = tuple(in_shape)
-    out = []
-    for layer in layers:
-        out_channels, k, *rest = layer
-        stride = rest[0] if rest else 1
-        shape, macs = _conv(shape, out_channels, k, stride, "same")
-        desc = f"{k}x{k} conv, {out_channels}" + (f", stride {stride}" if stride != 1 else "")
-        out.append((desc, shape, macs))
-    return out
-
-
-def format_cost_table(
-    costs: Sequence[tuple[str, Sequence[int], int]], in_shape: Sequence[int] | None = None
-) -> str:
-    """Print :func:`stack_cost`'s result as a table with a total::
-
-        input          28 x 28 x 192
-        1x1 conv, 16   28 x 28 x 16     2,408,448
-        5x5 conv, 32   28 x 28 x 32    10,035,200
-        total                          12,443,648  (12.4 M multiply-adds)
-    """
-
-    def shape_str(s: Sequence[int]) -> str:
-        return " x ".join(str(v) for v in s)
-
-    total = sum(m for _, _, m in costs)
-    body = ([("input", shape_str(in_shape), "")] if in_shape is not None else [])
-    body += [(d, shape_str(s), f"{m:,}") for d, s, m in costs]
-    body.append(("total", "", f"{total:,}"))
-    w = [max(len(r[i]) for r in body) for i in range(3)]
-    lines = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}".rstrip() for a, b, c in body]
-    lines[-1] += f"  ({total / 1e6:.1f} M multiply-adds)"
-    return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 (a) The lecture's example on real layers: 28x28x192 -> 5x5 conv -> 32 maps costs 120,422,400
 multiplies; a 1x1 conv down to 16 maps first costs 2,408,448 + 10,035,200 = 12,443,648, about a
-tenth. Counted by :func:`~classicnets.summary_table.stack_cost` (FlopCounterMode on real ``nn.Conv2d``)
+tenth. Counted by :func:`~classicnets.costs.stack_cost` (FlopCounterMode on real ``nn.Conv2d``)
 and timed: median CPU forward time of both stacks on the same batch.
 
 (b) ``nin`` against ``PlainSkeleton``, defined here: NiN's skeleton (the same three 5x5/5x5/3x3
@@ -18,20 +18,22 @@ import math
 import statistics
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..costs import conv_cost, stack_cost
 from ..data.datasets import load_dataset
 from ..data.pipeline import BatchLoader
 from ..models import create_model
 from ..models.base import ClassicNet
 from ..models.nin import scaled_maps
-from ..summary_table import conv_cost, stack_cost, summary
+from ..summary_table import summary
 from . import register_experiment
-from .common import finish, pyplot, sd
+from .common import finish, pyplot, sd, torch_threads
 
 
 class PlainSkeleton(ClassicNet):
@@ -72,13 +74,8 @@ def _median_ms(module: nn.Module, x: torch.Tensor, reps: int) -> float:
 def time_stacks(batch: int, reps: int, seed: int = 0, threads: int | None = None) -> dict:
     """Median forward ms of the direct 5x5 conv and the 1x1-then-5x5 stack, interleaved so that
     load on a shared machine hits both alike, with ``threads`` torch threads (default: as set)."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _time_stacks(batch, reps, seed)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _time_stacks(batch: int, reps: int, seed: int) -> dict:
@@ -163,9 +160,7 @@ def conclusion(direct: int, reduced: int, ratio: dict, nets: dict, seeds, epochs
 def _subset(data, n: int | None):
     if not n:
         return data
-    import dataclasses
-
-    return dataclasses.replace(data, images=data.images[:n], labels=data.labels[:n])
+    return replace(data, images=data.images[:n], labels=data.labels[:n])
 
 
 PROTOCOLS = {
@@ -187,36 +182,84 @@ def run_bottleneck(out: Path, protocol: str = "quick", *, train_limit: int | Non
     ``width`` times NiN's maps with ``dropout``, trained on ``train_limit`` Fashion-MNIST images
     for ``epochs``, tested on ``test_limit`` images, once per seed in ``seeds``."""
     started = time.perf_counter()
-    p = dict(PROTOCOLS[protocol])
-    train_limit = p["train_limit"] if train_limit == -1 else train_limit
-    test_limit = p["test_limit"] if test_limit == -1 else test_limit
-    epochs = epochs or p["epochs"]
-    reps = reps or p["reps"]
-    seeds = tuple(seeds if seeds is not None else p["seeds"])
-    width = p["width"] if width is None else width
-    dropout = p["dropout"] if dropout is None else dropout
+    train_limit, test_limit, epochs, reps, seeds, width, dropout = _resolve(
+        PROTOCOLS[protocol], train_limit, test_limit, epochs, reps, seeds, width, dropout)
+    cost = _measure_cost(batch, reps, seeds[0])
+    train_set = _subset(load_dataset("fashion-mnist", "train"), train_limit)
+    test_set = _subset(load_dataset("fashion-mnist", "test"), test_limit)
+    nets = _compare_nets(train_set, test_set, seeds, epochs=epochs, batch_size=batch_size, lr=lr, width=width,
+                         dropout=dropout)
+    table_b = _nets_table(nets, f"(b) Fashion-MNIST at 32x32, {len(train_set.labels):,} training images, {epochs} "
+                                f"epochs, nets at {width:g}x NiN's maps, dropout {dropout:g}, AdamW lr {lr:g} cosine, "
+                                f"batch {batch_size}; test on {len(test_set.labels):,} images; mean +- s.d. over "
+                                f"seeds {list(seeds)}")
+    _plot(out / "bottleneck.png", cost, nets, batch)
+    text = conclusion(cost.direct, cost.reduced, cost.ratio, nets, seeds, epochs, len(train_set.labels), width)
+    results = {"cost": {"direct_macs": cost.direct, "bottleneck_macs": [m for _, _, m in cost.stack],
+                        "bottleneck_total": cost.reduced, "mac_ratio": cost.direct / cost.reduced,
+                        "timing_ms": {str(t): v for t, v in cost.timing.items()},
+                        "time_ratio": {str(t): v for t, v in cost.ratio.items()}},
+               "nin_vs_plain": nets}
+    settings = {"timing_batch": batch, "timing_reps": reps, "train_limit": train_limit, "test_limit": test_limit,
+                "epochs": epochs, "width": width, "dropout": dropout, "batch_size": batch_size, "optimizer": "adamw",
+                "lr": lr, "weight_decay": 1e-4,
+                "schedule": "cosine", "augment": "none", "dataset": "fashion-mnist", "input": "1x32x32",
+                "plain_net": "NiN's conv1/conv2/conv3, pools, dropout and GAP; cccp1-5 removed; 3x3 class conv"}
+    return finish(out, name="bottleneck", title="1x1 convolutions: bottlenecks and Network in Network",
+                  protocol=protocol, started=started, settings=settings, seeds=seeds, results=results,
+                  tables=[_cost_table(cost, reps, batch), table_b], figures=["bottleneck.png"], conclusion=text)
 
-    # (a) the arithmetic and the clock
+
+def _resolve(p: dict, train_limit, test_limit, epochs, reps, seeds, width, dropout) -> tuple:
+    """The protocol's value for each setting not given: -1 for the limits (None there means every
+    image), None or 0 for ``epochs`` and ``reps``, None for the rest (a dropout of 0 is a value)."""
+    return (p["train_limit"] if train_limit == -1 else train_limit,
+            p["test_limit"] if test_limit == -1 else test_limit,
+            epochs or p["epochs"],
+            reps or p["reps"],
+            tuple(seeds if seeds is not None else p["seeds"]),
+            p["width"] if width is None else width,
+            p["dropout"] if dropout is None else dropout)
+
+
+@dataclass
+class _Cost:
+    """(a): the lecture's two stacks, counted and timed."""
+
+    direct: int  # multiply-adds of the 5x5 convolution straight from 192 channels
+    stack: list[tuple[str, tuple[int, int, int], int]]  # the 1x1-then-5x5 stack, layer by layer
+    timing: dict[int, dict[str, float]]  # threads -> median forward ms of each stack
+    reduced: int = field(init=False)  # multiply-adds of the stack
+    ratio: dict[int, float] = field(init=False)  # threads -> speed-up of the stack over the direct conv
+
+    def __post_init__(self) -> None:
+        self.reduced = sum(m for _, _, m in self.stack)
+        self.ratio = {t: v["direct_ms"] / v["bottleneck_ms"] for t, v in self.timing.items()}
+
+
+def _measure_cost(batch: int, reps: int, seed: int) -> _Cost:
     direct = conv_cost((28, 28, 192), 32, 5)
     stack = stack_cost((28, 28, 192), [(16, 1), (32, 5)])
-    reduced = sum(m for _, _, m in stack)
     # Timed with one thread and with all of torch's: on a shared machine, small convolutions
     # split over threads that must wait for a core can lose most of their speed.
     thread_counts = sorted({1, torch.get_num_threads()})
-    timing = {t: time_stacks(batch, reps, seeds[0], threads=t) for t in thread_counts}
-    mac_ratio = direct / reduced
-    ratio = {t: v["direct_ms"] / v["bottleneck_ms"] for t, v in timing.items()}
-    table_a = {"caption": f"(a) 28x28x192 -> 32 maps; forward time: median of {reps} calls x 3 rounds, "
-                          f"batch {batch}",
-               "headers": ["stack", "multiply-adds",
-                           *(f"forward ms, {t} thread{'s' * (t > 1)}" for t in thread_counts)],
-               "rows": [["5x5 conv, 32", direct, *(f"{timing[t]['direct_ms']:.2f}" for t in thread_counts)],
-                        [f"1x1 conv, 16 ({stack[0][2]:,}) + 5x5 conv, 32 ({stack[1][2]:,})", reduced,
-                         *(f"{timing[t]['bottleneck_ms']:.2f} (speed-up {ratio[t]:.1f}x)" for t in thread_counts)]]}
+    return _Cost(direct, stack, {t: time_stacks(batch, reps, seed, threads=t) for t in thread_counts})
 
-    # (b) NiN against its skeleton without 1x1 layers, the same width, dropout, data and seeds
-    train_set = _subset(load_dataset("fashion-mnist", "train"), train_limit)
-    test_set = _subset(load_dataset("fashion-mnist", "test"), test_limit)
+
+def _cost_table(cost: _Cost, reps: int, batch: int) -> dict:
+    thread_counts = list(cost.timing)
+    timing, ratio, stack = cost.timing, cost.ratio, cost.stack
+    return {"caption": f"(a) 28x28x192 -> 32 maps; forward time: median of {reps} calls x 3 rounds, "
+                       f"batch {batch}",
+            "headers": ["stack", "multiply-adds", *(f"forward ms, {t} thread{'s' * (t > 1)}" for t in thread_counts)],
+            "rows": [["5x5 conv, 32", cost.direct, *(f"{timing[t]['direct_ms']:.2f}" for t in thread_counts)],
+                     [f"1x1 conv, 16 ({stack[0][2]:,}) + 5x5 conv, 32 ({stack[1][2]:,})", cost.reduced,
+                      *(f"{timing[t]['bottleneck_ms']:.2f} (speed-up {ratio[t]:.1f}x)" for t in thread_counts)]]}
+
+
+def _compare_nets(train_set, test_set, seeds: tuple[int, ...], *, epochs: int, batch_size: int, lr: float,
+                  width: float, dropout: float) -> dict[str, dict]:
+    """(b): NiN against its skeleton without 1x1 layers, the same width, dropout, data and seeds."""
     nets = {}
     for name in ("nin", "plain (no 1x1)"):
         runs = []
@@ -233,21 +276,24 @@ def run_bottleneck(out: Path, protocol: str = "quick", *, train_limit: int | Non
                       "test_accuracy": statistics.mean(accs), "test_accuracy_sd": sd(accs),
                       "test_accuracies": accs, "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
                       "final_train_loss": statistics.mean(r["final_train_loss"] for r in runs)}
-    table_b = {"caption": f"(b) Fashion-MNIST at 32x32, {len(train_set.labels):,} training images, {epochs} epochs, "
-                          f"nets at {width:g}x NiN's maps, dropout {dropout:g}, AdamW lr {lr:g} cosine, batch "
-                          f"{batch_size}; test on {len(test_set.labels):,} images; mean +- s.d. over seeds "
-                          f"{list(seeds)}",
-               "headers": ["net", "conv layers", "params", "multiply-adds", "test accuracy", "train s (per seed)"],
-               "rows": [[k, v["conv_layers"], v["params"], v["macs"],
-                         f"{100 * v['test_accuracy']:.1f}% +- {100 * v['test_accuracy_sd']:.1f}",
-                         f"{v['train_seconds']:.0f}"] for k, v in nets.items()]}
+    return nets
 
+
+def _nets_table(nets: dict[str, dict], caption: str) -> dict:
+    return {"caption": caption,
+            "headers": ["net", "conv layers", "params", "multiply-adds", "test accuracy", "train s (per seed)"],
+            "rows": [[k, v["conv_layers"], v["params"], v["macs"],
+                      f"{100 * v['test_accuracy']:.1f}% +- {100 * v['test_accuracy_sd']:.1f}",
+                      f"{v['train_seconds']:.0f}"] for k, v in nets.items()]}
+
+
+def _plot(path: Path, cost: _Cost, nets: dict, batch: int) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), constrained_layout=True)
-    axes[0].bar(["5x5", "1x1+5x5"], [direct / 1e6, reduced / 1e6], color=["tab:red", "tab:blue"])
+    axes[0].bar(["5x5", "1x1+5x5"], [cost.direct / 1e6, cost.reduced / 1e6], color=["tab:red", "tab:blue"])
     axes[0].set(title="(a) multiply-adds (M)")
-    t1 = thread_counts[0]
-    axes[1].bar(["5x5", "1x1+5x5"], [timing[t1]["direct_ms"], timing[t1]["bottleneck_ms"]],
+    t1 = next(iter(cost.timing))
+    axes[1].bar(["5x5", "1x1+5x5"], [cost.timing[t1]["direct_ms"], cost.timing[t1]["bottleneck_ms"]],
                 color=["tab:red", "tab:blue"])
     axes[1].set(title=f"(a) forward ms, batch {batch}, {t1} thread")
     names = list(nets)
@@ -259,19 +305,5 @@ def run_bottleneck(out: Path, protocol: str = "quick", *, train_limit: int | Non
     axes[3].set(title="(b) Fashion-MNIST test acc. (%)")
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
-    fig.savefig(out / "bottleneck.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-
-    text = conclusion(direct, reduced, ratio, nets, seeds, epochs, len(train_set.labels), width)
-    results = {"cost": {"direct_macs": direct, "bottleneck_macs": [m for _, _, m in stack], "bottleneck_total": reduced,
-                        "mac_ratio": mac_ratio, "timing_ms": {str(t): v for t, v in timing.items()},
-                        "time_ratio": {str(t): v for t, v in ratio.items()}},
-               "nin_vs_plain": nets}
-    settings = {"timing_batch": batch, "timing_reps": reps, "train_limit": train_limit, "test_limit": test_limit,
-                "epochs": epochs, "width": width, "dropout": dropout, "batch_size": batch_size, "optimizer": "adamw",
-                "lr": lr, "weight_decay": 1e-4,
-                "schedule": "cosine", "augment": "none", "dataset": "fashion-mnist", "input": "1x32x32",
-                "plain_net": "NiN's conv1/conv2/conv3, pools, dropout and GAP; cccp1-5 removed; 3x3 class conv"}
-    return finish(out, name="bottleneck", title="1x1 convolutions: bottlenecks and Network in Network",
-                  protocol=protocol, started=started, settings=settings, seeds=seeds, results=results,
-                  tables=[table_a, table_b], figures=["bottleneck.png"], conclusion=text)

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import torch
+
 from ..report import machine_info
 
 
@@ -24,6 +26,19 @@ def runs_directory(runs_dir: str | Path | None, experiment: str) -> Iterator[Pat
         return
     with tempfile.TemporaryDirectory(prefix=f"classicnets-{experiment}-") as tmp:
         yield Path(tmp)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``n`` torch threads (None or 0: as set), and restore the count after,
+    whatever happens: an experiment's choice of threads must not leak into the caller's."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sd(xs: Sequence[float]) -> float:

@@ -22,6 +22,7 @@ Protocols:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ClassicNetsError
@@ -39,6 +40,7 @@ PROTOCOLS = {
                   epochs=None, iterations=64_000, milestone_iterations=(32_000, 48_000), seeds=(0,),
                   precision="auto"),
 }
+KINDS = ("plain", "resnet")
 _KEYS = ("dataset", "depths", "width", "train_limit", "holdout", "epochs", "iterations",
          "milestone_iterations", "seeds", "precision")
 
@@ -60,21 +62,49 @@ def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None 
     keeps each net's run folder (checkpoints and curves); by default they are thrown away.
     """
     started = time.perf_counter()
+    s = _settings(protocol, overrides)
+    depths, seeds = tuple(s["depths"]), tuple(s["seeds"])
+    nets = _train_nets(s, depths, seeds, data_dir=data_dir, runs_dir=runs_dir, threads=threads, verbose=verbose)
+    final = {n: _final(runs) for n, runs in nets.curves.items()}
+    figure = "degradation.png"
+    _plot(out / figure, nets.curves, depths, KINDS, title=f"{s['dataset']}: plain (dashed) vs residual (solid)")
+    results = {"final": final,
+               "curves": {n: [[_point(h) for h in run] for run in runs] for n, runs in nets.curves.items()},
+               "parameters": nets.params, "train_seconds": nets.seconds, "images": nets.splits}
+    return finish(out, name="degradation", title="Degradation: deeper plain nets train worse, ResNets do not",
+                  protocol=protocol, started=started, settings=_recorded_settings(s, threads, data_dir),
+                  seeds=seeds, results=results, tables=[_table(final, nets, s, protocol)], figures=[figure],
+                  conclusion=conclusion(final, depths, protocol, s))
+
+
+def _settings(protocol: str, overrides: dict) -> dict:
+    """The protocol's settings with ``overrides``, which must be among them."""
     unknown = set(overrides) - set(_KEYS)
     if unknown:
         raise ClassicNetsError(f"degradation: unknown setting(s) {', '.join(sorted(unknown))}; "
                                f"expected some of {', '.join(_KEYS)}")
-    s = {**PROTOCOLS[protocol], **overrides}
-    depths, seeds = tuple(s["depths"]), tuple(s["seeds"])
-    kinds = ("plain", "resnet")
+    return {**PROTOCOLS[protocol], **overrides}
+
+
+@dataclass
+class _Nets:
+    """What the training runs left, by net name (``plain20``, ``resnet20``, ...)."""
+
+    curves: dict[str, list[list[dict]]] = field(default_factory=dict)  # one history per seed
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    # Plain and residual nets of a depth share their parameters (option A shortcuts are free).
+    params: dict[str, int] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)  # images per split, the same for every run
+
+
+def _train_nets(s: dict, depths: tuple[int, ...], seeds: tuple[int, ...], *, data_dir: str | None,
+                runs_dir: str | Path | None, threads: int | None, verbose: bool) -> _Nets:
+    """Each net of each depth, once per seed, one after the other, with the same recipe."""
     model_kwargs = {"width": s["width"]} if s["width"] != 16 else {}
-    curves: dict[str, list[list[dict]]] = {}
-    seconds: dict[str, list[float]] = {}
-    params: dict[str, int] = {}  # plain and residual nets of a depth share them (option A shortcuts are free)
-    splits: dict[str, int] = {}
+    nets = _Nets()
     with runs_directory(runs_dir, "degradation") as runs:
         for depth in depths:
-            for kind in kinds:
+            for kind in KINDS:
                 name = f"{kind}{depth}"
                 for seed in seeds:
                     if verbose:
@@ -85,11 +115,17 @@ def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None 
                         milestone_iterations=s["milestone_iterations"], holdout=s["holdout"],
                         train_limit=s["train_limit"], seed=seed, threads=threads, precision=s["precision"],
                         out=str(Path(runs) / f"{name}-s{seed}"), quiet=not verbose))
-                    curves.setdefault(name, []).append(r.history)
-                    seconds.setdefault(name, []).append(round(r.train_seconds, 1))
-                    params[name] = sum(p.numel() for p in r.model.parameters())
-                    splits = r.split_sizes
-    final = {n: _final(runs) for n, runs in curves.items()}
+                    nets.curves.setdefault(name, []).append(r.history)
+                    nets.seconds.setdefault(name, []).append(round(r.train_seconds, 1))
+                    nets.params[name] = sum(p.numel() for p in r.model.parameters())
+                    nets.splits = r.split_sizes
+    return nets
+
+
+def _table(final: dict, nets: _Nets, s: dict, protocol: str) -> dict:
+    """Final errors per net (validation where there is a split; the paper's figure under its
+    protocol), captioned with the budget and the data."""
+    depths, seeds = tuple(s["depths"]), tuple(s["seeds"])
     has_val = any("val_error" in f for f in final.values())
     headers = ["net", "layers", "parameters", "training error (%)", *(["validation error (%)"] if has_val else []),
                "test error (%)", "training seconds"]
@@ -97,36 +133,30 @@ def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None 
         headers.append("paper's test error (%)")
     rows = []
     for depth in depths:
-        for kind in kinds:
+        for kind in KINDS:
             n = f"{kind}{depth}"
             f = final[n]
-            row = [n, depth, params[n], _pct(f["train_error"]), *([_pct(f.get("val_error"))] if has_val else []),
-                   _pct(f["test_error"]), f"{sum(seconds[n]) / len(seconds[n]):.0f}"]
+            row = [n, depth, nets.params[n], _pct(f["train_error"]), *([_pct(f.get("val_error"))] if has_val else []),
+                   _pct(f["test_error"]), f"{sum(nets.seconds[n]) / len(nets.seconds[n]):.0f}"]
             if protocol == "paper":
                 row.append(PAPER_TEST_ERROR.get(depth, "-") if kind == "resnet" else "-")
             rows.append(row)
-    budget = _budget(s)
     data_txt = (f"{s['dataset']}, " + (f"first {s['train_limit']:,} training images" if s["train_limit"]
                                        else "all training images")
                 + (f" less a {s['holdout']:,}-image validation split" if s["holdout"] else ""))
-    table = {"caption": f"final errors after {budget} ({data_txt}; width {s['width']}; "
-                        f"mean over seeds {list(seeds)})", "headers": headers, "rows": rows}
+    return {"caption": f"final errors after {_budget(s)} ({data_txt}; width {s['width']}; "
+                       f"mean over seeds {list(seeds)})", "headers": headers, "rows": rows}
 
-    figure = "degradation.png"
-    _plot(out / figure, curves, depths, kinds, title=f"{s['dataset']}: plain (dashed) vs residual (solid)")
-    text = conclusion(final, depths, protocol, s)
-    results = {"final": final, "curves": {n: [[_point(h) for h in run] for run in runs] for n, runs in curves.items()},
-               "parameters": params, "train_seconds": seconds, "images": splits}
-    settings = {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items() if k != "seeds"},
-                "threads": threads, "data_dir": data_dir,
-                "recipe": "the CIFAR nets' recipe (He et al. 2015, section 4.2): batch 128, SGD lr 0.1, momentum 0.9, "
-                          "weight decay 1e-4, lr/10 at 50% and 75% of training, 4-pixel zero padding + random crop + "
-                          "flip, per-channel mean/std normalisation, He fan-out init, option A shortcuts; ResNet-110: "
-                          "lr 0.01 until the training error is below 80%",
-                "training_error": "the error on the augmented training batches during each epoch"}
-    return finish(out, name="degradation", title="Degradation: deeper plain nets train worse, ResNets do not",
-                  protocol=protocol, started=started, settings=settings, seeds=seeds, results=results,
-                  tables=[table], figures=[figure], conclusion=text)
+
+def _recorded_settings(s: dict, threads: int | None, data_dir: str | None) -> dict:
+    """The settings as results.json records them (seeds are recorded on their own)."""
+    return {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items() if k != "seeds"},
+            "threads": threads, "data_dir": data_dir,
+            "recipe": "the CIFAR nets' recipe (He et al. 2015, section 4.2): batch 128, SGD lr 0.1, momentum 0.9, "
+                      "weight decay 1e-4, lr/10 at 50% and 75% of training, 4-pixel zero padding + random crop + "
+                      "flip, per-channel mean/std normalisation, He fan-out init, option A shortcuts; ResNet-110: "
+                      "lr 0.01 until the training error is below 80%",
+            "training_error": "the error on the augmented training batches during each epoch"}
 
 
 def _point(h: dict) -> dict:

@@ -55,6 +55,30 @@ def run_transfer(out: Path, protocol: str = "quick", *, sizes: tuple[int, ...] |
     # so only the starting weights differ.
     recipe = recipe_for("lenet5")
     batch_size = recipe["batch_size"]
+    acc, digits_acc = _train_all(sizes, steps, seeds, recipe, digits_epochs=digits_epochs, runs_dir=runs_dir,
+                                 threads=threads)
+    mean = {m: {n: statistics.mean(v) for n, v in d.items()} for m, d in acc.items()}
+    _plot(out / "transfer.png", acc, mean, sizes)
+    results = {"accuracy": {m: {str(n): v for n, v in d.items()} for m, d in acc.items()},
+               "mean_accuracy": {m: {str(n): v for n, v in d.items()} for m, d in mean.items()},
+               "digits_accuracy": digits_acc,
+               "epochs": {str(n): epochs_for(n, steps, batch_size) for n in sizes}}
+    settings = {"model": "lenet5", "source": "digits (default recipe)", "target": "fashion-mnist",
+                "sizes": list(sizes), "steps": steps, "batch_size": batch_size, "threads": threads,
+                "recipe": "lenet5 default (SGD nesterov lr 0.03, one-cycle, crop:2+flip) for every run",
+                "train_subset": "the first N training images", "test": "full 10,000-image test set"}
+    return finish(out, name="transfer", title="Transfer: LeNet-5 from digits to Fashion-MNIST",
+                  protocol=protocol, started=started, settings=settings, seeds=seeds, results=results,
+                  tables=[_table(acc, sizes, seeds, steps, batch_size)], figures=["transfer.png"],
+                  conclusion=conclusion(mean, sizes, digits_acc))
+
+
+def _train_all(sizes: tuple[int, ...], steps: int, seeds: tuple[int, ...], recipe: dict, *,
+               digits_epochs: int | None, runs_dir: str | Path | None,
+               threads: int | None) -> tuple[dict[str, dict[int, list[float]]], list[float]]:
+    """Per seed: LeNet-5 on the digits, then every mode at every size on Fashion-MNIST.
+    Returns (Fashion test accuracy by mode and size, one per seed; digits test accuracy per seed)."""
+    batch_size = recipe["batch_size"]
     acc: dict[str, dict[int, list[float]]] = {m: {n: [] for n in sizes} for m in MODES}
     digits_acc = []
     with runs_directory(runs_dir, "transfer") as runs_dir:
@@ -73,18 +97,21 @@ def run_transfer(out: Path, protocol: str = "quick", *, sizes: tuple[int, ...] |
                         init_from=str(src.out_dir) if opts["init_from"] else None,
                         out=str(runs_dir / f"{mode.split()[0]}-n{n}-s{seed}"), quiet=True))
                     acc[mode][n].append(r.test_accuracy)
+    return acc, digits_acc
 
-    mean = {m: {n: statistics.mean(v) for n, v in d.items()} for m, d in acc.items()}
 
+def _table(acc: dict, sizes: tuple[int, ...], seeds: tuple[int, ...], steps: int, batch_size: int) -> dict:
     def cell(v: list[float]) -> str:
         s = f"{100 * statistics.mean(v):.1f}%"
         return s + (f" ({100 * min(v):.1f}-{100 * max(v):.1f})" if len(v) > 1 else "")
 
-    table = {"caption": f"Fashion-MNIST test accuracy (10,000 images), mean over seeds {list(seeds)} "
-                        f"(min-max); every run {steps:,}+ SGD steps of batch {batch_size}",
-             "headers": ["training images", *MODES],
-             "rows": [[f"{n:,}", *(cell(acc[m][n]) for m in MODES)] for n in sizes]}
+    return {"caption": f"Fashion-MNIST test accuracy (10,000 images), mean over seeds {list(seeds)} "
+                       f"(min-max); every run {steps:,}+ SGD steps of batch {batch_size}",
+            "headers": ["training images", *MODES],
+            "rows": [[f"{n:,}", *(cell(acc[m][n]) for m in MODES)] for n in sizes]}
 
+
+def _plot(path: Path, acc: dict, mean: dict, sizes: tuple[int, ...]) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
     for mode, color in zip(MODES, ("tab:green", "tab:blue", "tab:red"), strict=True):
@@ -96,9 +123,13 @@ def run_transfer(out: Path, protocol: str = "quick", *, sizes: tuple[int, ...] |
            title="LeNet-5: digit features moved to Fashion-MNIST")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(out / "transfer.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
+
+def conclusion(mean: dict, sizes: tuple[int, ...], digits_acc: list[float]) -> str:
+    """The report's paragraph: which start is best at each size, and by how much transfer helps
+    when labels are few."""
     best = {n: max(MODES, key=lambda m, n=n: mean[m][n]) for n in sizes}
     small, large = sizes[0], sizes[-1]
     transfer_small = max(mean["frozen features"][small], mean["fine-tuned"][small])
@@ -124,14 +155,4 @@ def run_transfer(out: Path, protocol: str = "quick", *, sizes: tuple[int, ...] |
                        "labels to learn clothing-specific features." if lag > 0 else
                        f"not behind the fully trained nets ({-lag:.1f} points ahead)."))
     text.append(f"Digit-pretraining test accuracy: {', '.join(f'{100 * a:.1f}%' for a in digits_acc)}.")
-    results = {"accuracy": {m: {str(n): v for n, v in d.items()} for m, d in acc.items()},
-               "mean_accuracy": {m: {str(n): v for n, v in d.items()} for m, d in mean.items()},
-               "digits_accuracy": digits_acc,
-               "epochs": {str(n): epochs_for(n, steps, batch_size) for n in sizes}}
-    settings = {"model": "lenet5", "source": "digits (default recipe)", "target": "fashion-mnist",
-                "sizes": list(sizes), "steps": steps, "batch_size": batch_size, "threads": threads,
-                "recipe": "lenet5 default (SGD nesterov lr 0.03, one-cycle, crop:2+flip) for every run",
-                "train_subset": "the first N training images", "test": "full 10,000-image test set"}
-    return finish(out, name="transfer", title="Transfer: LeNet-5 from digits to Fashion-MNIST",
-                  protocol=protocol, started=started, settings=settings, seeds=seeds, results=results,
-                  tables=[table], figures=["transfer.png"], conclusion=" ".join(text))
+    return " ".join(text)
