@@ -9,6 +9,7 @@ from PIL import Image
 
 import classicnets
 from classicnets import checkpoint as ckpt
+from classicnets.cli import EXIT_ALL_FAILED, EXIT_SOME_FAILED
 from classicnets.data.pipeline import BatchLoader
 from classicnets.data.sources import load_split
 from classicnets.errors import ClassicNetsError, DataFormatError
@@ -178,7 +179,7 @@ def image_files(tmp_path, test_digits):
 def test_predict_command_reports_good_and_bad_files(cli, trained_run, image_files):
     d = image_files
     code, out, err = cli("predict", trained_run, d / "a.png", d / "notimage.txt", d / "dir", "--top", "2")
-    assert code == 2  # some inputs failed
+    assert code == EXIT_SOME_FAILED == 3  # some inputs failed
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == [str(d / "a.png"), str(d / "dir/b.png"), str(d / "dir/sub/c.JPG")]
     assert all(line.count("%") == 2 for line in lines)
@@ -195,9 +196,9 @@ def test_predict_command_json_and_exit_codes(cli, trained_run, image_files):
     assert result["file"] == str(d / "a.png")
     assert sum(t["probability"] for t in result["top"]) == pytest.approx(1.0, abs=1e-5)
     code, _, err = cli("predict", trained_run, d / "notimage.txt")
-    assert code == 1 and "notimage.txt" in err  # every input failed
+    assert code == EXIT_ALL_FAILED == 4 and "notimage.txt" in err  # every input failed
     code, _, err = cli("predict", trained_run, d / "empty-dir-that-is-missing")
-    assert code == 1 and "no such file" in err
+    assert code == EXIT_ALL_FAILED and "no such file" in err
 
 
 @pytest.mark.slow

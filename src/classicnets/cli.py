@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -13,6 +14,16 @@ from .errors import ClassicNetsError
 from .memory import keep_freed_memory
 from .train.config import add_train_arguments
 from .version import __version__
+
+# Exit codes, the same for every command (docs/reliability.md, "Exit codes"). A crash (a bug) is
+# Python's own 1 with its traceback; everything the user can fix is 2 or above, with one line.
+EXIT_OK = 0
+EXIT_USAGE = 2  # a bad argument or input file: argparse's own code, and every ClassicNetsError
+EXIT_SOME_FAILED = 3  # predict: some inputs could not be read, the others were predicted
+EXIT_ALL_FAILED = 4  # predict: no input could be read
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_BROKEN_PIPE = 141  # the reader went away (128 + SIGPIPE)
+
 
 # ---- commands -----------------------------------------------------------------------------
 
@@ -42,15 +53,15 @@ def cmd_summary(args) -> int:
 
 
 def cmd_cost(args) -> int:
-    from .summary_table import format_cost_table, stack_cost
+    from .costs import format_cost_table, stack_cost
 
     layers = []
     for spec in args.layers:
-        out_c, _, k = spec.partition("x")
-        try:
-            layers.append((int(out_c), int(k) if k else 1))
-        except ValueError:
-            raise ClassicNetsError(f"layer {spec!r}: expected OUT_CHANNELSxKERNEL, e.g. 16x1 or 32x5") from None
+        match = re.fullmatch(r"(\d+)x(\d+)", spec.strip().lower())
+        if not match or min(int(match[1]), int(match[2])) < 1:
+            raise ClassicNetsError(f"layer {spec!r}: expected OUT_CHANNELSxKERNEL with positive integers, "
+                                   f"e.g. 16x1 or 32x5")
+        layers.append((int(match[1]), int(match[2])))
     h, w, c = args.input
     print(format_cost_table(stack_cost((h, w, c), layers), in_shape=(h, w, c)))
     return 0
@@ -109,7 +120,7 @@ def cmd_predict(args) -> int:
         print(json.dumps(results, indent=2))
     if not paths:
         raise ClassicNetsError("predict: no image files given (or none found in the directories given)")
-    return 1 if failures == len(paths) else (2 if failures else 0)
+    return EXIT_ALL_FAILED if failures == len(paths) else (EXIT_SOME_FAILED if failures else EXIT_OK)
 
 
 def cmd_export(args) -> int:
@@ -294,15 +305,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ClassicNetsError as exc:
         print(f"classicnets {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`classicnets models | head`): stop quietly, as Unix tools do.
         # stdout is pointed at devnull so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -1,19 +1,19 @@
 """The cost of a convolution, and why 1 x 1 bottlenecks pay.
 
-:func:`conv_cost`, :func:`stack_cost` and :func:`format_cost_table` run real ``nn.Conv2d``
-layers through :class:`torch.utils.flop_counter.FlopCounterMode`, the counter behind
-:func:`classicnets.summary_table.summary`, with its convention: multiply-adds, bias additions not
-counted (the lecture's "number of multiplies"). Shapes are channels last, (H, W, C), as the
-lecture writes them.
+:func:`conv_cost`, :func:`stack_cost` and :func:`format_cost_table` are arithmetic: a convolution
+computes every output value (H_out x W_out x C_out of them) as a dot product over a k x k x C_in
+window, so it costs H_out x W_out x C_out x k x k x C_in multiply-adds. That is the convention of
+:class:`torch.utils.flop_counter.FlopCounterMode`, the counter behind
+:func:`classicnets.summary_table.summary` (the tests hold the two to the same figure), and of the
+lecture's "number of multiplies": bias additions are not counted. Being arithmetic, it answers
+instantly at any size. Shapes are channels last, (H, W, C), as the lecture writes them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from .errors import InputError
 
 __all__ = ["conv_cost", "format_cost_table", "stack_cost"]
 
@@ -21,15 +21,27 @@ __all__ = ["conv_cost", "format_cost_table", "stack_cost"]
 def _conv(in_shape: Sequence[int], out_channels: int, kernel_size: int, stride: int,
           padding: str | int) -> tuple[tuple[int, int, int], int]:
     H, W, C = in_shape
-    if padding == "same" and stride != 1:
-        if kernel_size % 2 == 0:
-            raise ValueError("padding='same' with a stride needs an odd kernel_size")
-        padding = kernel_size // 2  # out = ceil(H / stride), as "same" means in the lecture
-    conv = nn.Conv2d(C, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        y = conv(torch.zeros(1, C, H, W))
-    _, c, h, w = y.shape
-    return (h, w, c), counter.get_total_flops() // 2
+    for name, value in (("input height", H), ("input width", W), ("input channels", C),
+                        ("output channels", out_channels), ("kernel size", kernel_size), ("stride", stride)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if kernel_size > H or kernel_size > W:
+        raise InputError(f"a {kernel_size}x{kernel_size} kernel does not fit a {H} x {W} input")
+    if padding == "valid":  # PyTorch's name for no padding
+        padding = 0
+    if padding != "same" and (not isinstance(padding, int) or padding < 0):
+        raise InputError(f"padding must be 'same', 'valid' or a number of pixels >= 0, got {padding!r}")
+    if padding == "same":
+        if stride == 1:  # PyTorch's padding="same": the output keeps the input's size
+            h, w = H, W
+        elif kernel_size % 2 == 0:
+            raise InputError("padding='same' with a stride needs an odd kernel_size")
+        else:
+            padding = kernel_size // 2  # out = ceil(H / stride), as "same" means in the lecture
+    if padding != "same":
+        h = (H + 2 * padding - kernel_size) // stride + 1
+        w = (W + 2 * padding - kernel_size) // stride + 1
+    return (h, w, out_channels), h * w * out_channels * kernel_size * kernel_size * C
 
 
 def conv_cost(
@@ -40,7 +52,7 @@ def conv_cost(
     padding: str | int = "same",
 ) -> int:
     """Multiply-adds of one convolution from ``in_shape`` = (H, W, C_in), channels last as in the
-    lecture, measured on a real ``nn.Conv2d`` forward by FlopCounterMode.
+    lecture (``padding``: "same" or a number of pixels).
 
     Like the lecture's "number of multiplies", bias additions are not counted::
 
@@ -95,5 +107,6 @@ def format_cost_table(
     body.append(("total", "", f"{total:,}"))
     w = [max(len(r[i]) for r in body) for i in range(3)]
     lines = [f"{a:<{w[0]}}  {b:<{w[1]}}  {c:>{w[2]}}".rstrip() for a, b, c in body]
-    lines[-1] += f"  ({total / 1e6:.1f} M multiply-adds)"
+    lines[-1] += (f"  ({total / 1e9:.1f} G multiply-adds)" if total >= 1e9 else
+                  f"  ({total / 1e6:.1f} M multiply-adds)")
     return "\n".join(lines)

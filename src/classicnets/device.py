@@ -19,18 +19,42 @@ from .models import model_card
 BF16_MIN_MACS = 10_000_000
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU; or exactly what the user asked for."""
-    if name != "auto":
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then CPU; or exactly what the user asked for, if this machine has it.
+    Every command resolves ``--device`` here, so they all accept the same names and refuse the
+    same way."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
         dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ClassicNetsError(f"--device {name}: CUDA is not available on this machine")
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    except (RuntimeError, TypeError):
+        raise ClassicNetsError(f"--device {name!r}: expected {DEVICES}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ClassicNetsError(f"--device {name!r}: expected {DEVICES}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ClassicNetsError(f"--device {name}: CUDA is not available on this machine "
+                                   f"(this PyTorch build: {torch.__version__}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ClassicNetsError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                                   f"numbered from 0")
+    if dev.type == "mps" and not _mps_available():
+        raise ClassicNetsError(f"--device {name}: Apple's MPS is not available on this machine; use --device cpu "
+                               f"or auto")
+    return dev
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def cpu_has_bf16() -> bool:

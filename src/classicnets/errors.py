@@ -31,3 +31,7 @@ class CheckpointError(ClassicNetsError, ValueError):
 
 class TrainingError(ClassicNetsError):
     """Training stopped for a reason the user must know about (e.g. a non-finite loss)."""
+
+
+class InputError(ClassicNetsError, ValueError):
+    """An argument whose value a model or tool cannot take: an input size, a model argument, a layer."""

@@ -15,6 +15,7 @@ import torch
 
 from .checkpoint import build_from_checkpoint
 from .data.pipeline import Normalize, fit_to_size
+from .device import pick_device
 from .errors import ClassicNetsError, DataFormatError
 from .fast import PRECISIONS
 
@@ -149,5 +150,6 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu", fast: bool
          precision: str = "fp32") -> Predictor:
     """A :class:`Predictor` for a checkpoint written by ``classicnets train``; ``fast`` and
     ``precision`` as for :class:`Predictor`."""
+    device = pick_device(device)
     model, meta = build_from_checkpoint(path, device)
     return Predictor(model, meta, device, fast=fast, precision=precision)
