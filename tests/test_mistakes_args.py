@@ -68,3 +68,84 @@ def test_predict_and_show_take_auto_as_train_and_evaluate_do(cli, trained_run, i
     assert code == 0 and str(image) in out, err
     code, out, err = cli("show", trained_run, image, "--device", "auto", "-o", tmp_path / "pictures")
     assert code == 0 and "wrote" in out, err
+
+
+# ---- train: every argument checked before any data is read or any file written ----------------
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--input-size", "100000", "100000"], ["--input-size 100000 100000", "at most 65,536 pixels a side"]),
+    (["--input-size", "28", "28"], ["--input-size 28 28", "lenet5 takes 32x32 images"]),
+    (["--model-arg", "foo=1"], ["--model-arg foo", "lenet5 has no argument 'foo'", "activation, pool"]),
+    (["--model-arg", "num_classes=0"], ["--model-arg num_classes", "comes from the data"]),
+    (["--model-arg", "pool=median"], ["--model-arg pool='median'", "pool must be one of"]),
+    (["--batch-size", "100000000"], ["--batch-size 100000000", "needs about", "is available"]),
+])
+def test_train_checks_its_arguments_before_touching_data_or_files(cli, tmp_path, argv, words):
+    """The data directory does not exist: an error about the arguments proves they were checked
+    before the data was looked at; --out must not appear."""
+    out = tmp_path / "run"
+    refused(cli("train", "lenet5", "--data", tmp_path / "no-such-data", "--out", out, *argv), *words)
+    assert not out.exists()
+
+
+def test_train_refuses_inputs_too_small_for_the_layers(cli, tmp_path):
+    err = refused(cli("train", "alexnet", "--data", tmp_path / "nothing", "--input-size", "32", "32"),
+                  "--input-size 32 32", "too small for alexnet")
+    assert "the smallest input alexnet takes is 3 x 63 x 63 (--input-size 63 63)" in err
+
+
+def test_a_finished_run_is_never_overwritten_without_force(cli, run_dir, tmp_path):
+    before = tree_digest(run_dir)
+    refused(cli("train", "lenet5", "--train-limit", "64", "--epochs", "1", "--threads", "1", "--quiet",
+                "--out", run_dir), f"--out {run_dir} holds a run already", "--resume", "--force")
+    assert tree_digest(run_dir) == before
+
+
+def test_force_replaces_a_run_only_once_the_new_one_has_an_epoch(cli, run_dir):
+    before = tree_digest(run_dir)
+    # A forced run that fails before its first epoch ends leaves the old run whole.
+    code, _, err = cli("train", "lenet5", "--train-limit", "128", "--epochs", "1", "--threads", "1", "--quiet",
+                       "--out", run_dir, "--force", "--lr", "1e30")
+    assert code == EXIT_USAGE and "Nothing was written" in err and "Traceback" not in err
+    assert tree_digest(run_dir) == before
+    code, _, err = cli("train", "lenet5", "--train-limit", "64", "--epochs", "1", "--threads", "1", "--quiet",
+                       "--out", run_dir, "--force")
+    assert code == 0, err
+    import json
+
+    assert json.loads((run_dir / "config.json").read_text())["train_limit"] == 64
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_failed_start_leaves_nothing_behind(cli, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = cli("train", "lenet5", "--train-limit", "128", "--epochs", "1", "--threads", "1", "--quiet",
+                       "--out", out, "--lr", "1e30")
+    assert code == EXIT_USAGE and "non-finite" in err and "Nothing was written" in err
+    assert not out.exists()
+
+
+# ---- summary and draw: sizes and builder arguments checked before anything is built for real -----
+
+@pytest.mark.parametrize("command", ["summary", "draw"])
+@pytest.mark.parametrize(("argv", "words"), [
+    (["vgg16", "--input-size", "3", "1", "1"],
+     ["--input-size 3 1 1", "the smallest input vgg16 takes is 3 x 32 x 32 (--input-size 3 32 32)"]),
+    (["vgg16", "--input-size", "3", "100000", "100000"], ["at most 65,536 pixels a side"]),
+    (["lenet5", "--input-size", "1", "28", "28"], ["lenet5 takes 32x32 images"]),
+    (["resnet20", "--model-arg", "foo=1"], ["resnet20 has no argument 'foo'", "shortcut, width, zero_init_residual"]),
+    (["resnet20", "--model-arg", "num_classes=0"], ["--model-arg num_classes"]),
+    (["resnet20", "--model-arg", "shortcut=Z"], ["--model-arg shortcut='Z'", "shortcut must be 'A', 'B' or 'C'"]),
+    (["resnet20", "--model-arg", "shortcut"], ["--model-arg 'shortcut'", "expected key=value"]),
+    (["resnet2O"], ["unknown model 'resnet2O'"]),
+])
+def test_summary_and_draw_refuse_what_the_model_cannot_take(cli, tmp_path, command, argv, words):
+    extra = ["-o", tmp_path / "net.svg"] if command == "draw" else []
+    refused(cli(command, *argv, *extra), *words)
+    assert not (tmp_path / "net.svg").exists()
+
+
+def test_summary_of_a_large_input_allocates_nothing(cli):
+    code, out, err = cli("summary", "vgg16", "--input-size", "3", "60000", "60000")
+    assert code == 0, err
+    assert "60000 x 60000 x 64" in out

@@ -47,6 +47,7 @@ EXAMPLES = {
     "init_from": (["--init-from", "runs/x"], "runs/x"),
     "out": (["--out", "runs/y"], "runs/y"),
     "resume": (["--resume"], True),
+    "force": (["--force"], True),
     "quiet": (["--quiet"], True),
     "eval_every": (["--eval-every", "5"], 5),
 }

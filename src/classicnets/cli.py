@@ -43,11 +43,26 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _checked_model(args) -> dict:
+    """The builder arguments of ``--model-arg``, after checking them and ``--input-size`` against the
+    model without building it for real (classicnets.models.checks): a mistake costs nothing."""
+    from .models.checks import check_input_size, check_model_args
+
+    kwargs = key_values(args.model_arg)
+    check_model_args(args.model, kwargs)
+    if args.input_size:
+        check_input_size(args.model, args.input_size, kwargs)
+    return kwargs
+
+
 def cmd_summary(args) -> int:
     from .summary_table import model_summary
 
+    kwargs = _checked_model(args)
+    # Shapes and counts only: on the meta device nothing is allocated, whatever the input size
+    # (the tables are identical to a real forward's; tests/test_summary_table.py).
     s = model_summary(args.model, tuple(args.input_size) if args.input_size else None, args.num_classes,
-                      **key_values(args.model_arg))
+                      device="meta", **kwargs)
     print(json.dumps(s.to_dict(), indent=2) if args.format == "json" else s)
     return 0
 
@@ -77,21 +92,26 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_checkpoint
+    from .errors import OutputError
+    from .evaluate import evaluate_checkpoint, format_evaluation, save_confusion
 
     result = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data,
-                                 split=args.split, out=args.out, device=args.device)
-    if args.format == "json":
-        print(json.dumps(result, indent=2))
-    else:
-        from .evaluate import format_evaluation
-
-        print(format_evaluation(result))
-    return 0
+                                 split=args.split, out=args.out, device=args.device, figure=False)
+    # The numbers first, then the figure: they are the result, and a figure that cannot be
+    # written (a read-only run folder) must not lose them; it is a warning, not a failure.
+    print(json.dumps(result, indent=2) if args.format == "json" else format_evaluation(result), flush=True)
+    try:
+        png = save_confusion(result)
+    except OutputError as exc:
+        print(f"classicnets evaluate: warning: {exc}", file=sys.stderr)
+        return EXIT_OK
+    if args.format != "json":
+        print(f"\nwrote {png}")
+    return EXIT_OK
 
 
 def cmd_predict(args) -> int:
-    from .data.folder import IMAGE_EXTENSIONS
+    from .data.folder import image_files
     from .predict import load
 
     predictor = load(args.checkpoint, device=args.device, fast=args.fast or args.precision == "bf16",
@@ -100,7 +120,7 @@ def cmd_predict(args) -> int:
     for item in args.inputs:
         p = Path(item)
         if p.is_dir():
-            paths.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS))
+            paths.extend(image_files(p))  # the image-folder dataset's rule
         else:
             paths.append(p)
     failures = 0
@@ -134,16 +154,17 @@ def cmd_export(args) -> int:
 
 
 def cmd_draw(args) -> int:
+    from .checkpoint import output_file
     from .drawing import draw, save
 
-    output = Path(args.output or f"{args.model}.svg")
+    output = output_file(args.output, Path(f"{args.model}.svg"))
     if output.suffix.lower() not in (".svg", ".png", ".pdf"):
         raise ClassicNetsError(f"-o {output}: expected a .svg, .png or .pdf file name")
     try:
-        fig = draw(args.model, tuple(args.input_size) if args.input_size else None, **key_values(args.model_arg))
+        fig = draw(args.model, tuple(args.input_size) if args.input_size else None, **_checked_model(args))
     except ValueError as exc:  # an input size the model cannot take
         raise ClassicNetsError(str(exc)) from exc
-    print(f"wrote {save(fig, output)}")
+    print(f"wrote {save(fig, output, hint='-o FILE')}")
     return 0
 
 

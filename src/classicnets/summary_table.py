@@ -340,7 +340,10 @@ def _record_forward(model: nn.Module, recorder: _Recorder, size: tuple[int, ...]
     modes = {m: m.training for m in model.modules()}
     handles = recorder.attach()
     moved = home != device
-    x = torch.randn((1, *size), generator=torch.Generator().manual_seed(0), dtype=dtype)
+    if device.type == "meta":  # shapes only: an input of any size costs nothing
+        x = torch.empty((1, *size), dtype=dtype, device=device)
+    else:
+        x = torch.randn((1, *size), generator=torch.Generator().manual_seed(0), dtype=dtype)
     try:
         if moved:
             model.to(device)

@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..arguments import key_values, nonneg_float, positive_float, positive_int
-from ..errors import ClassicNetsError
+from ..data.imageset import available_memory, format_bytes
+from ..errors import ClassicNetsError, InputError
+from ..models import model_card
+from ..models.checks import activation_bytes, check_input_size
 from .recipes import recipe_for
 from .schedules import SCHEDULES
 
@@ -96,6 +100,8 @@ class TrainConfig:
     init_from: str | None = setting(None, "start from this checkpoint's backbone (transfer)", metavar="CHECKPOINT")
     out: str | None = setting(None, "run directory (default runs/MODEL-DATASET-TIMESTAMP)", metavar="DIR")
     resume: bool = setting(False, "continue the run in --out from its last epoch", action="store_true")
+    force: bool = setting(False, "replace the run already in --out (its files go when the new run's first "
+                          "epoch is saved)", action="store_true")
     quiet: bool = setting(False, "print nothing but errors", action="store_true")
     eval_every: int = setting(1, "evaluate on the test split every N epochs (and after the last)",
                               type=positive_int, metavar="N")
@@ -115,6 +121,36 @@ class TrainConfig:
         if values["dataset"] is None and values["data_dir"] is None:
             raise ClassicNetsError("give a dataset name (--dataset) or a data directory (--data)")
         return TrainConfig(**values)
+
+
+# The files a run directory holds: --out naming a folder with any of them names a run.
+RUN_FILES = ("model.safetensors", "model.json", "train_state.safetensors", "metrics.jsonl", "config.json",
+             "curves.png")
+# A training step keeps every layer's output for its backward pass, and the backward pass makes a
+# gradient of the same size for each: with the optimiser's and autograd's own buffers, about 3x the
+# forward activations. A run that would need more memory than the machine has is refused up front.
+ACTIVATION_FACTOR = 3
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Everything about a resolved config that can be checked without data or files: the model's
+    arguments and input size, the memory a batch needs, and that --out names no other run. Called
+    before anything is read or written, so a mistake costs nothing."""
+    card = model_card(cfg.model)
+    size = tuple(cfg.input_size) if cfg.input_size else tuple(card.input_size[1:])
+    check_input_size(cfg.model, (card.input_size[0], *size), cfg.model_kwargs, channels_in_flag=False)
+    needed = ACTIVATION_FACTOR * cfg.batch_size * activation_bytes(cfg.model, (card.input_size[0], *size),
+                                                                   cfg.model_kwargs)
+    free = available_memory()
+    if free is not None and needed > free:
+        raise InputError(f"--batch-size {cfg.batch_size} at {size[0]}x{size[1]}: a training step of {cfg.model} "
+                         f"needs about {format_bytes(needed)} of memory, and {format_bytes(free)} is available: "
+                         f"use a smaller --batch-size or --input-size")
+    if cfg.out and not cfg.resume:
+        found = [name for name in RUN_FILES if (Path(cfg.out) / name).exists()]
+        if found and not cfg.force:
+            raise ClassicNetsError(f"--out {cfg.out} holds a run already ({', '.join(found)}): continue it with "
+                                   f"--resume, write to another --out, or replace it with --force")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ from ..memory import keep_freed_memory
 from ..models import create_model, model_card
 from ..report import plot_curves
 from ..version import __version__
-from .config import TrainConfig
+from .config import RUN_FILES, TrainConfig, check_config
 from .progress import Progress
 from .schedules import ErrorWarmup, make_schedule
 from .step import make_optimizer, train_step
@@ -55,6 +55,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         cfg = _with_run_settings(cfg)
     cfg = cfg.resolved()
     device = pick_device(cfg.device)
+    check_config(cfg)
     dist_info = init_from_env(device.type)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
@@ -82,7 +83,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 # Settings of the machine or the invocation, not of the run: a resumed run never takes them from it.
-_INVOCATION = ("out", "resume", "threads", "device", "quiet", "init_from")
+_INVOCATION = ("out", "resume", "force", "threads", "device", "quiet", "init_from")
 
 
 def _with_run_settings(cfg: TrainConfig) -> TrainConfig:
@@ -165,7 +166,7 @@ def _setup(cfg: TrainConfig, device: torch.device, dist_info: DistInfo) -> Run:
         start_epoch, history = ckpt.resume(out, model, optimizer, cfg)
         log(f"resuming {out} after epoch {start_epoch}")
         warmup.restore(history)
-    if dist_info.is_main:
+    if dist_info.is_main and cfg.resume:
         _open_run_dir(out, meta, start_epoch, model, optimizer, history)
     step_model = model
     if dist_info.enabled:
@@ -317,7 +318,7 @@ def _train_epoch(run: Run, epoch: int) -> dict:
         # Every few steps rather than every step: reading the loss costs a synchronisation
         # (and on CPU ~10% of a LeNet-5 step); the epoch-end check catches the rest.
         if run.step % 25 == 0 and not torch.isfinite(loss_sum):
-            _stop_non_finite(run.out, epoch, run.step)
+            _stop_non_finite(run, epoch)
         if progress.update(len(y) * dist_info.world_size):
             rate = seen * dist_info.world_size / (time.perf_counter() - t0)
             progress.show(loss=f"{loss.item():.3f}", acc=f"{float(correct) / seen:.3f}", img_s=f"{rate:,.0f}")
@@ -327,7 +328,7 @@ def _train_epoch(run: Run, epoch: int) -> dict:
     train_loss, train_acc = float(stats[0] / stats[2]), float(stats[1] / stats[2])
     # The epoch's last update can make the weights non-finite while its loss was still finite.
     if not math.isfinite(train_loss) or not _all_finite(run.model):
-        _stop_non_finite(run.out, epoch, run.step)
+        _stop_non_finite(run, epoch)
     epoch_seconds = time.perf_counter() - t0
     run.train_seconds += epoch_seconds
     record = {"epoch": epoch + 1, "step": run.step, "lr": run.lr, "train_loss": train_loss,
@@ -349,6 +350,13 @@ def _end_epoch(run: Run, epoch: int, record: dict) -> None:
                 record.update({f"{prefix}_loss": ev["loss"], f"{prefix}_accuracy": ev["accuracy"]})
     run.history.append(record)
     if run.dist_info.is_main:
+        if len(run.history) == 1 and not run.cfg.resume:
+            # A fresh run writes nothing before its first epoch is done: a start that fails (bad data,
+            # a non-finite first epoch, Ctrl-C) leaves nothing behind, and a run it replaces (--force)
+            # stays whole until then.
+            for name in RUN_FILES:
+                (run.out / name).unlink(missing_ok=True)
+            _open_run_dir(run.out, run.meta, 0, run.model, run.optimizer, [])
         ckpt.save_epoch(run.out, run.model, run.optimizer, run.meta, run.history)
     test_txt = f"  test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.4f}" \
         if "test_accuracy" in record else ""
@@ -378,8 +386,10 @@ def _all_finite(model: nn.Module) -> bool:
     return all(bool(t.isfinite().all()) for t in model.state_dict().values() if t.is_floating_point())
 
 
-def _stop_non_finite(out: Path, epoch: int, step: int):
+def _stop_non_finite(run: Run, epoch: int):
+    kept = (f"The last good checkpoint in {run.out} is kept" if run.history
+            else "Nothing was written" if not run.cfg.resume else f"The checkpoint in {run.out} is kept")
     raise TrainingError(
-        f"the loss became non-finite (NaN or inf) in epoch {epoch + 1}, step {step}: training stopped. "
-        f"The last good checkpoint in {out} is kept. Try a lower --lr or --grad-clip."
+        f"the loss became non-finite (NaN or inf) in epoch {epoch + 1}, step {run.step}: training stopped. "
+        f"{kept}. Try a lower --lr or --grad-clip."
     )
