@@ -1,6 +1,6 @@
 """ResNet-56 on CIFAR-10 on a GPU: how long one epoch takes, side by side.
 
-The performance issue's CUDA figure. ``classicnets train resnet56 --dataset cifar10`` as it runs
+The CUDA figure among the performance goals. ``classicnets train resnet56 --dataset cifar10`` as it runs
 on a GPU by default -- mixed precision (bf16 autocast where the GPU has bf16, else fp16 with loss
 scaling), channels-last, the whole dataset held on the GPU as uint8 with each batch gathered,
 cropped, flipped and normalised there -- against what each of those is worth and against the
@@ -13,7 +13,7 @@ usual loop:
   the fastest; deterministic runs may not);
 * ``tutorial``: the PyTorch tutorials' loop on the GPU: a per-sample ``Dataset`` through a
   ``DataLoader`` with worker processes and pinned memory, fp32, default memory format,
-  ``torch.optim.SGD``, ``loss.item()`` every step (``suite.tutorial_train``);
+  ``torch.optim.SGD``, ``loss.item()`` every step (``tutorial.tutorial_train``);
 * ``classicnets, compiled`` (only with ``--compile``): ``--compile`` on top of the default.
 
 Every contender runs in its own process (its own CUDA context and peak memory) for ``--epochs``
@@ -24,7 +24,8 @@ epoch's time does not depend on the pixels, and nothing here reports accuracy.
 
 Run on a GPU: ``.venv/bin/python benchmarks/bench_cuda.py`` (about 4 minutes on one H200-class
 GPU). ``--device cpu --quick`` is the tiny run the tests use (it checks that every contender runs).
-Results: ``benchmarks/results/cuda_resnet56.{json,md}``.
+Results: ``benchmarks/results/<machine>/cuda_resnet56.{json,md}``, the machine named by its GPU
+(``cuda-<gpu name>``; without one, by its CPU).
 """
 
 from __future__ import annotations
@@ -37,11 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import call_worker, serve_worker, write_results  # benchmarks/common.py
-from suite import _resolved_precision, make_random_data, tutorial_train
-
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+from common import call_worker, make_random_data, resolved_precision, serve_worker, write_results  # benchmarks/*.py
+from tutorial import tutorial_train
 
 # name -> the TrainConfig settings that differ from the default run ("tutorial" is its own loop).
 CONTENDERS = {
@@ -67,7 +65,7 @@ def worker(job: dict) -> dict:
         seconds = [images / r for r in rates]
         out = {"settings": {"precision": "fp32", "channels_last": False, "deterministic": False, "compile": False}}
     else:
-        from classicnets.train.loop import TrainConfig, train
+        from classicnets.train import TrainConfig, train
 
         with tempfile.TemporaryDirectory() as tmp:
             r = train(TrainConfig(model=job["model"], dataset=None, data_dir=job["data_dir"], batch_size=job["batch"],
@@ -75,7 +73,7 @@ def worker(job: dict) -> dict:
                                   eval_every=10**6, out=tmp, **job["settings"]))
             cfg = json.loads((Path(tmp) / "config.json").read_text())  # the settings the run resolved
         seconds = [h["epoch_seconds"] for h in r.history]
-        out = {"settings": {"precision": _resolved_precision(cfg, job["device"]),
+        out = {"settings": {"precision": resolved_precision(cfg, job["device"]),
                             "channels_last": bool(cfg["channels_last"]), "deterministic": cfg["deterministic"],
                             "compile": cfg["compile"]},
                "final_train_loss": r.history[-1]["train_loss"]}
@@ -179,7 +177,8 @@ def main(argv=None) -> int:
                                                               "(default: 4 on a GPU, 0 on a CPU)")
     ap.add_argument("--compile", action="store_true", help="also time --compile")
     ap.add_argument("--quick", action="store_true", help="tiny: ResNet-20, 32 images, 2 epochs")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for cuda_resnet56.{json,md} (default: benchmarks/results/<this machine>)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.device.startswith("cuda"):

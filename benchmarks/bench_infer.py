@@ -37,7 +37,8 @@ Top-1 agreement of bf16 with fp32 is measured twice:
   (noise at 1/16 of the resolution, bicubic-upsampled and standardised: natural images are
   smooth, white noise is not). Random weights say little about a trained model's logits, so we
   also report the logit margins (top-1 minus top-2) against the bf16 error.
-* On a *trained* ResNet-50 (``--probe-model``): trained here for ``--probe-steps`` AdamW steps
+* On a *trained* ResNet-50 (``--probe-model``): trained here for ``--probe-steps`` steps of
+  ``classicnets.train.train_step`` (``make_optimizer``'s fused AdamW, one-cycle lr) on batches
   of 64 real handwritten digits (the embedded MNIST sample, padded to 32x32 and repeated to
   three channels), then evaluated on ``--probe-inputs`` held-out test digits. Its logits come
   from learned weights and batch-norm statistics on real data, so their margins are those of a
@@ -47,7 +48,7 @@ Top-1 agreement of bf16 with fp32 is measured twice:
   final average pool averages fewer positions.
 
 Run it with ``.venv/bin/python benchmarks/bench_infer.py``; results go to
-``benchmarks/results/inference.{json,md}``.
+``benchmarks/results/<machine>/inference.{json,md}``.
 """
 
 from __future__ import annotations
@@ -64,18 +65,17 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from common import write_results  # benchmarks/common.py (scripts run from this folder)
+from common import write_results  # benchmarks/*.py (scripts run from this folder)
+from infer_agreement import compare_logits, probe, run_in_chunks, smooth_images
 
 import classicnets
 from classicnets.errors import ClassicNetsError
 from classicnets.fast import BACKENDS, optimize_for_inference
 from classicnets.report import machine_info
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CONTENDERS = ("eager fp32", "fast fp32", "fast bf16", "onnxruntime fp32")
 QUIET = 0.25  # cores of foreign load below which a sample counts as quiet
-GOAL_MODEL, GOAL_BATCH = "resnet50", 16  # the issue's goals are stated for ResNet-50 at batch 16
+GOAL_MODEL, GOAL_BATCH = "resnet50", 16  # the performance goals are stated for ResNet-50 at batch 16
 GOALS = {"fast fp32 / onnxruntime fp32": 1.0, "fast bf16 / onnxruntime fp32": 1.5, "bf16 top-1 agreement": 0.995}
 
 
@@ -177,95 +177,6 @@ def bench_batch(contenders: dict, x: torch.Tensor, reps: int, min_sample: float,
 
 def _ratios(medians: dict, base: str) -> dict:
     return {n: m / medians[base] for n, m in medians.items()}
-
-
-# --------------------------------------------------------------------------------------------
-# Agreement of bf16 with fp32
-# --------------------------------------------------------------------------------------------
-
-
-def smooth_images(n: int, size: tuple[int, int, int], seed: int) -> torch.Tensor:
-    """Standardised low-frequency noise: a crude stand-in for natural images."""
-    c, h, w = size
-    gen = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(n, c, max(2, h // 16), max(2, w // 16), generator=gen)
-    x = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
-    return (x - x.mean((1, 2, 3), keepdim=True)) / x.std((1, 2, 3), keepdim=True)
-
-
-def run_in_chunks(fn, x: torch.Tensor, batch: int) -> torch.Tensor:
-    return torch.cat([torch.as_tensor(fn(chunk)).float() for chunk in x.split(batch)])
-
-
-def compare_logits(ref: torch.Tensor, other: torch.Tensor) -> dict:
-    """Top-1 agreement of ``other`` with ``ref`` and what explains the disagreements."""
-    top2 = ref.topk(2, dim=1).values
-    margin = top2[:, 0] - top2[:, 1]
-    diff = (other - ref).abs().amax(1)
-    return {
-        "inputs": len(ref),
-        "top1_agreement": float((other.argmax(1) == ref.argmax(1)).double().mean()),
-        "max_abs_diff": float(diff.max()),
-        "logit_std": float(ref.std()),
-        "median_margin": float(margin.median()),
-        # an input whose top-1 lead is under twice its own bf16 error could flip either way
-        "near_tie_fraction": float((margin < 2 * diff).double().mean()),
-        "median_top1_probability": float(ref.softmax(1).amax(1).median()),
-    }
-
-
-def digits_as(images: torch.Tensor, channels: int, mean: float, std: float) -> torch.Tensor:
-    """uint8 (N, 1, 28, 28) digits as normalised (N, channels, 32, 32) float inputs: zero-padded
-    by 2 pixels as LeNet-5's paper does, the gray channel repeated."""
-    x = F.pad((images.float() / 255 - mean) / std, (2, 2, 2, 2), value=-mean / std)
-    return x.expand(-1, channels, -1, -1).contiguous()
-
-
-def probe(name: str, steps: int, n_test: int, batch: int, backend: str, seed: int, quiet: bool) -> dict:
-    """bf16 against fp32 top-1 agreement on ``name`` trained for ``steps`` steps on real digits."""
-    from classicnets.data import load_dataset
-
-    start = time.perf_counter()
-    train, test = (load_dataset("digits", split, progress=False) for split in ("train", "test"))
-    mean, std = float(train.mean[0]), float(train.std[0])
-    channels = classicnets.model_card(name).input_size[0]
-    torch.manual_seed(seed)
-    model = classicnets.create_model(name, num_classes=10, in_channels=channels)
-    model.to(memory_format=torch.channels_last).train()
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(train.labels), generator=gen)
-    lr, train_batch = 3e-3, 64
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    for step in range(steps):
-        idx = order[(step * train_batch + torch.arange(train_batch)) % len(order)]
-        x = digits_as(train.images[idx], channels, mean, std).contiguous(memory_format=torch.channels_last)
-        loss = F.cross_entropy(model(x), train.labels[idx].long())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        schedule.step()
-    model.eval().requires_grad_(False)
-    train_seconds = time.perf_counter() - start
-
-    test_x, test_y = digits_as(test.images[:n_test], channels, mean, std), test.labels[:n_test].long()
-    example = test_x[:batch]
-    fast32 = optimize_for_inference(model, example, "fp32", backend=backend)
-    fast16 = optimize_for_inference(model, example, "bf16", backend=backend)
-    ref, got = run_in_chunks(fast32, test_x, batch), run_in_chunks(fast16, test_x, batch)
-    result = compare_logits(ref, got)
-    result.update({
-        "model": name, "input_size": [channels, 32, 32], "train_steps": steps, "train_batch": train_batch,
-        "train_images": steps * train_batch, "test_digits": len(test_x), "final_train_loss": float(loss.detach()),
-        "accuracy_fp32": float((ref.argmax(1) == test_y).double().mean()),
-        "accuracy_bf16": float((got.argmax(1) == test_y).double().mean()),
-        "fast_fp32_max_diff_vs_eager": fast32.max_diff, "backends": [fast32.backend, fast16.backend],
-        "train_seconds": train_seconds, "seconds": time.perf_counter() - start,
-    })
-    if not quiet:
-        print(f"probe {name}: agreement {result['top1_agreement']:.4f}, accuracy fp32 {result['accuracy_fp32']:.3f} "
-              f"bf16 {result['accuracy_bf16']:.3f}, {result['seconds']:.0f} s", file=sys.stderr)
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,6 +321,12 @@ def to_markdown(results: dict) -> str:
         "| foreign load |",
         "|---|---:|---|---:|---:|---:|---|---:|",
     ]
+    return "\n".join(lines + _runs_tables(results) + _one_off_table(results) + _agreement_lines(results)) + "\n"
+
+
+def _runs_tables(results: dict) -> list[str]:
+    c = results["config"]
+    lines = []
     for r in results["runs"]:
         for name, med in r["median_images_per_second"].items():
             reps = ", ".join(f"{v:.1f}" for v in r["images_per_second"][name])
@@ -427,7 +344,11 @@ def to_markdown(results: dict) -> str:
             for name, med in q["median_images_per_second"].items():
                 lines.append(f"| {r['model']} | {r['batch_size']} | {name} | {q['samples'][name]} | {med:.1f} | "
                              f"{q['ratio_vs_onnxruntime'][name]:.2f}x | {q['ratio_vs_eager'][name]:.2f}x |")
-    lines += ["", "One-off costs (seconds):", "", "| model | contender | cost |", "|---|---|---|"]
+    return lines
+
+
+def _one_off_table(results: dict) -> list[str]:
+    lines = ["", "One-off costs (seconds):", "", "| model | contender | cost |", "|---|---|---|"]
     for o in results["one_off"]:
         if o["contender"] == "onnxruntime fp32":
             cost = f"ONNX export {o['export_seconds']:.1f}, session creation {o['session_seconds']:.1f}"
@@ -438,6 +359,11 @@ def to_markdown(results: dict) -> str:
             if o["fallbacks"]:
                 cost += f"; fell back from: {'; '.join(o['fallbacks'])}"
         lines.append(f"| {o['model']} | {o['contender']} | {cost} |")
+    return lines
+
+
+def _agreement_lines(results: dict) -> list[str]:
+    lines = []
     if results["agreement"]:
         lines += ["", "fast bf16 against fast fp32 (itself within 1e-4 of eager: the build checks it) on smooth random "
                   "images, random weights. *Near ties*: inputs whose top-1 lead is under twice their own max "
@@ -468,8 +394,7 @@ def to_markdown(results: dict) -> str:
             got = "not measured" if g["measured"] is None else f"{g['measured']:.3f}"
             verdict = "-" if g["met"] is None else ("met" if g["met"] else "**not met**")
             lines.append(f"* {goal} >= {g['target']}: {got}, {verdict}")
-    lines += ["", "Regenerate: `.venv/bin/python benchmarks/bench_infer.py`", ""]
-    return "\n".join(lines)
+    return lines + ["", "Regenerate: `.venv/bin/python benchmarks/bench_infer.py`"]
 
 
 def main(argv=None) -> int:
@@ -490,7 +415,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto",
                     help="the bf16 path and its agreement checks: auto = only on CPUs with native bf16")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for inference.{json,md}")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for inference.{json,md} (default: benchmarks/results/<this machine>)")
     ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)

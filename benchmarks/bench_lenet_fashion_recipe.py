@@ -13,7 +13,7 @@ flips; without label smoothing).
 
 Run: ``.venv/bin/python benchmarks/bench_lenet_fashion_recipe.py`` (~10 minutes on 2 cores,
 needs Fashion-MNIST: ``apt-get install dataset-fashion-mnist``). Results:
-``benchmarks/results/lenet_fashion_recipe.{json,md}``. ``--quick`` is the tiny run the tests use
+``benchmarks/results/<machine>/lenet_fashion_recipe.{json,md}``. ``--quick`` is the tiny run the tests use
 (the embedded digits, 1 epoch).
 """
 
@@ -28,11 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import call_worker, serve_worker, write_results  # benchmarks/common.py
-from suite import isa
-
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+from common import call_worker, isa, serve_worker, write_results  # benchmarks/common.py
 
 COMMON = dict(model="lenet5", batch_size=128, optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4,
               schedule="onecycle", channels_last=True, precision="fp32")
@@ -49,7 +45,7 @@ QUICK = {f"{name}; quick: 1 epoch of 256 images": {**v, "epochs": 1, "train_limi
 
 def worker(settings: dict) -> dict:
     """One training run: test accuracy and training seconds after each epoch."""
-    from classicnets.train.loop import TrainConfig, train
+    from classicnets.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         r = train(TrainConfig(**settings, out=tmp, quiet=True))
@@ -151,7 +147,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each run")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for lenet_fashion_recipe.{json,md}")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for lenet_fashion_recipe.{json,md} (default: benchmarks/results/<this machine>)")
     ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)

@@ -12,8 +12,9 @@ step (or per call) while timed, and its peak RSS.
 Workloads (what ``classicnets.train`` and ``classicnets.fast`` run; the ``-step`` and ``-b16`` rows
 on random tensors, so that the data path is out of the picture):
 
-* ``lenet5-step``, ``resnet20-step``: one training step as the recipe runs it (channels-last,
-  fused SGD with momentum, the recipe's precision on this CPU), batch 128, 1x32x32 / 3x32x32.
+* ``lenet5-step``, ``resnet20-step``: ``classicnets.train.train_step`` as the recipe runs it on
+  Fashion-MNIST / CIFAR-10 (channels-last, ``make_optimizer``'s fused SGD with momentum, the
+  recipe's precision on this CPU and its label smoothing), batch 128, 1x32x32 / 3x32x32.
 * ``resnet50-eager-b16``: ResNet-50 inference, eager, channels-last fp32, batch 16 at 224x224.
 * ``resnet50-fast-b16``: the same through ``optimize_for_inference(..., "fp32")`` (inductor).
 * ``lenet5-train``, ``resnet20-train``: ``classicnets.train`` of LeNet-5 on 20,096 Fashion-MNIST
@@ -26,7 +27,7 @@ replacements ``torch.backends.xeon.run_cpu`` offers; their libraries come from t
 (Debian: ``libjemalloc2``, ``libtcmalloc-minimal4``), which a ``pip install`` cannot bring.
 
 Run: ``.venv/bin/python benchmarks/bench_malloc.py`` (~10 minutes on 2 cores). Results:
-``benchmarks/results/malloc.{json,md}``. ``--quick`` is the tiny run the tests use.
+``benchmarks/results/<machine>/malloc.{json,md}``. ``--quick`` is the tiny run the tests use.
 """
 
 from __future__ import annotations
@@ -41,11 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import call_worker, serve_worker, write_results  # benchmarks/common.py
-from suite import isa, make_random_data
+from common import call_worker, git_commit, isa, make_random_data, peak_rss_mb, results_dir, serve_worker, write_results
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 MODES = ("returned", "kept")
 # Allocators that --preload can put in place of glibc's malloc: (library, Debian package).
 PRELOADS = {"jemalloc": ("jemalloc", "libjemalloc2"), "tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4")}
@@ -59,6 +57,8 @@ WORKLOADS = {
     "lenet5-train": dict(kind="train", model="lenet5", batch=128, images=20_096),
     "resnet20-train": dict(kind="train", model="resnet20", batch=128, images=2_560),
 }
+# The dataset whose recipe the -step workloads take (the -train rows train on them, or on their shape).
+STEP_DATASETS = {"lenet5": "fashion-mnist", "resnet20": "cifar10"}
 QUICK = {
     "lenet5-step": dict(kind="step", model="lenet5", batch=16, steps=3, samples=2),
     "lenet5-train": dict(kind="train", model="lenet5", batch=32, images=256),
@@ -67,10 +67,6 @@ QUICK = {
 
 def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _timed(fn, images: int, steps: int, samples: int) -> dict:
@@ -95,29 +91,7 @@ def worker(w: dict) -> dict:
     state = keep_freed_memory()  # as every classicnets command does first
     torch.manual_seed(0)
     if w["kind"] == "step":
-        from classicnets.train.loop import TrainConfig, _autocast, autocast_dtype, make_optimizer
-
-        cfg = TrainConfig(model=w["model"], batch_size=w["batch"]).resolved()
-        channels = 1 if w["model"].startswith("lenet") else 3
-        model = create_model(w["model"], num_classes=10, in_channels=channels)
-        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        model.to(memory_format=fmt)
-        optimizer = make_optimizer(cfg, model)
-        amp = autocast_dtype(cfg.precision, torch.device("cpu"), w["model"])
-        x = torch.randn(w["batch"], channels, 32, 32).contiguous(memory_format=fmt)
-        y = torch.randint(0, 10, (w["batch"],))
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(torch.device("cpu"), amp):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-
-        for _ in range(max(3, w["steps"])):
-            step()
-        out = _timed(step, w["batch"], w["steps"], w["samples"])
-        out["precision"] = "bf16" if amp is not None else "fp32"
+        out = _step_workload(w)
     elif w["kind"] == "infer":
         from classicnets.fast import optimize_for_inference
 
@@ -137,14 +111,14 @@ def worker(w: dict) -> dict:
     else:
         from classicnets.data import load_dataset
         from classicnets.errors import DataFormatError
-        from classicnets.train.loop import TrainConfig, train
+        from classicnets.train import TrainConfig, train
 
         with tempfile.TemporaryDirectory() as tmp:
             data_dir = None
             if w["model"].startswith("lenet"):
                 dataset = "fashion-mnist"
                 try:
-                    load_dataset(dataset, split="test")
+                    load_dataset(dataset, split="test", download=False, progress=False)
                 except DataFormatError:  # not installed here: the embedded digits, and the report says so
                     dataset = "digits"
             else:  # random 32x32x3 images in CIFAR-10's format, as the suite's ResNet workloads
@@ -159,7 +133,34 @@ def worker(w: dict) -> dict:
                    "samples": [h["images_per_second"] for h in r.history],
                    "faults_per_step": None, "faults_whole_run_per_step": (_faults() - f0) / steps,
                    "dataset": dataset}
-    return {**out, "state": state, "allocator": _allocator(), "peak_rss_mb": _peak_rss_mb()}
+    return {**out, "state": state, "allocator": _allocator(), "peak_rss_mb": peak_rss_mb()}
+
+
+def _step_workload(w: dict) -> dict:
+    """``classicnets.train.train_step`` as the recipe runs it (its memory format, ``make_optimizer``'s
+    fused SGD, its precision and label smoothing on this CPU) on one random batch, timed."""
+    import torch
+
+    from classicnets import create_model
+    from classicnets.device import autocast_dtype
+    from classicnets.train import TrainConfig, make_optimizer, train_step
+
+    cfg = TrainConfig(model=w["model"], dataset=STEP_DATASETS[w["model"]], batch_size=w["batch"]).resolved()
+    channels = 1 if w["model"].startswith("lenet") else 3
+    model = create_model(w["model"], num_classes=10, in_channels=channels)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    optimizer = make_optimizer(cfg, model)
+    amp = autocast_dtype(cfg.precision, torch.device("cpu"), w["model"])
+    x = torch.randn(w["batch"], channels, 32, 32).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (w["batch"],))
+
+    def step():
+        train_step(model, optimizer, x, y, label_smoothing=cfg.label_smoothing, amp_dtype=amp)
+
+    for _ in range(max(3, w["steps"])):
+        step()
+    return {**_timed(step, w["batch"], w["steps"], w["samples"]), "precision": "bf16" if amp is not None else "fp32"}
 
 
 def _allocator() -> str:
@@ -205,8 +206,9 @@ def run(args) -> dict:
 
     table = QUICK if args.quick else WORKLOADS
     names = args.workloads or list(table)
-    results = {"machine": machine_info(), "reps": args.reps, "quick": args.quick, "workloads": {}}
-    previous = args.out / "malloc.json"
+    results = {"machine": machine_info(), "commit": git_commit(), "reps": args.reps, "quick": args.quick,
+               "workloads": {}}
+    previous = (args.out or results_dir(results["machine"])) / "malloc.json"
     if args.workloads and previous.is_file():
         # Measuring some workloads again keeps the others' rows (and says when they were measured).
         results["workloads"] = json.loads(previous.read_text())["workloads"]
@@ -229,6 +231,7 @@ def run(args) -> dict:
                    for k in ("images_per_second", "faults_per_step", "peak_rss_mb")} for m in modes}
         kept = med["kept"]["images_per_second"]
         results["workloads"][name] = {**w, "runs": runs, "median": med, "measured": time.strftime("%Y-%m-%d %H:%M"),
+                                      "commit": results["commit"],
                                       "load_average_at_start": results["machine"]["load_average_at_start"],
                                       "ratio": kept / med["returned"]["images_per_second"],
                                       "preloaded_vs_kept": {m: med[m]["images_per_second"] / kept
@@ -297,7 +300,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the workers")
     ap.add_argument("--preload", nargs="+", choices=list(PRELOADS),
                     help="also measure these allocators, preloaded in glibc's place")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for malloc.{json,md}")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for malloc.{json,md} (default: benchmarks/results/<this machine>)")
     ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)

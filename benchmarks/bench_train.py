@@ -1,102 +1,80 @@
 """Training throughput: the classicnets batch pipeline against the usual tutorial loop.
 
-Both contenders train the same LeNet-5 (``create_model("lenet5")``) on the embedded digits
-with the same optimiser, batch size, learning-rate schedule and per-step work as
-``classicnets.train.loop`` (forward, cross-entropy, ``zero_grad(set_to_none=True)``, backward,
-SGD step with the recipe's momentum/Nesterov/weight decay, the lr set every step, the running
-loss/accuracy sums and the ``loss.item()`` finiteness check). Only the data path differs:
+Both contenders train the same LeNet-5 (``create_model("lenet5")``, same initial weights) on the
+embedded digits with the same optimiser settings, batch size, learning-rate schedule (set every
+step) and augmentation:
 
-* ``classicnets``: :class:`~classicnets.data.pipeline.BatchLoader`. The uint8 dataset is one
-  tensor, padded to 32x32 once; each batch is gathered by index, shifted by +-2 pixels and
-  normalised with a few tensor ops on the whole batch.
-* ``tutorial``: a ``torch.utils.data.Dataset`` whose ``__getitem__`` turns one uint8 image into
-  a float tensor (/255), pads it 28 -> 32, shifts it by a random +-2 pixels and normalises it,
-  batched by a ``DataLoader(batch_size, shuffle=True)``, with the default ``num_workers=0``
-  and with ``num_workers=2``. This is the same work as ours, done in plain tensor ops (no PIL,
-  no torchvision), so it is a *generous* tutorial baseline.
+* ``classicnets``: as ``classicnets train`` runs it: the library's loader (``make_loader``: a
+  :class:`~classicnets.data.pipeline.BatchLoader`, the uint8 dataset one tensor, padded to 32x32
+  once, each batch gathered by index, shifted by +-2 pixels and normalised with a few tensor ops
+  on the whole batch), the recipe's memory format, ``make_optimizer``'s fused SGD and
+  ``classicnets.train.train_step``, with the loop's running sums and its finiteness check every
+  25 steps (``common.timed_epoch``).
+* ``tutorial``: ``tutorial.py``: a ``torch.utils.data.Dataset`` whose ``__getitem__`` turns one
+  uint8 image into a float tensor (/255), pads it 28 -> 32, shifts it by a random +-2 pixels and
+  normalises it, batched by a ``DataLoader(batch_size, shuffle=True)``, with the default
+  ``num_workers=0`` and with ``num_workers=2``; the model in its default memory format,
+  ``torch.optim.SGD``'s default implementation, ``loss.item()`` every step. The same data work as
+  ours in plain tensor ops (no PIL, no torchvision), and no accuracy counted: a *generous* baseline.
 
 Every configuration runs ``--reps`` times, one epoch each after a warm-up epoch, interleaving
 the contenders (the order rotates every repetition) so that a noisy, shared machine slows all
 of them alike; we report medians. Run it with ``.venv/bin/python benchmarks/bench_train.py``;
-results go to ``benchmarks/results/train_throughput.{json,md}``.
+results go to ``benchmarks/results/<machine>/train_throughput.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from common import write_results  # benchmarks/common.py (scripts run from this folder)
+from common import timed_epoch, write_results  # benchmarks/*.py (scripts run from this folder)
 from torch.utils.data import DataLoader
-from tutorial import TutorialSet  # benchmarks/tutorial.py
+from tutorial import TutorialSet, tutorial_epoch, tutorial_optimizer
 
-import classicnets
 from classicnets.data import load_dataset
-from classicnets.data.pipeline import BatchLoader
+from classicnets.data.pipeline import make_loader, parse_augment
+from classicnets.device import autocast_dtype
+from classicnets.models import create_model
 from classicnets.report import machine_info
-from classicnets.train.loop import TrainConfig, make_optimizer, parse_augment
+from classicnets.train import TrainConfig, make_optimizer
 from classicnets.train.schedules import make_schedule
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = (32, 32)  # LeNet-5 input: 28x28 digits zero-padded by 2 (LeCun et al. 1998, II-A)
 
 
-# --------------------------------------------------------------------------------------------
-# One training step: as classicnets.train.loop does it on CPU (the recipe's memory format and
-# fused optimiser, fp32), or as a tutorial does it (default format, torch.optim.SGD's default
-# implementation, the loss read every step for logging). Same model, same hyper-parameters.
-# --------------------------------------------------------------------------------------------
-
-
 class Trainer:
-    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, epochs: int, seed: int = 0, ours: bool = True):
+    """A LeNet-5 and its optimiser, trained one epoch at a time as ``classicnets train`` does, or
+    (``tutorial``) as the tutorial loop does; the same initial weights and lr schedule either way."""
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int, epochs: int, seed: int = 0, tutorial: bool = False):
         torch.manual_seed(seed)
-        self.model = classicnets.create_model("lenet5", num_classes=10, in_channels=1)
-        self.model.train()
-        self.ours = ours
-        if ours:
+        self.model = create_model("lenet5", num_classes=10, in_channels=1).train()
+        self.cfg, self.tutorial, self.step = cfg, tutorial, 0
+        if tutorial:
+            self.optimizer = tutorial_optimizer(self.model, cfg)
+        else:
             if cfg.channels_last:
                 self.model.to(memory_format=torch.channels_last)
             self.optimizer = make_optimizer(cfg, self.model)
-        else:
-            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                             nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-        self.schedule = make_schedule(cfg.schedule, cfg.lr, steps_per_epoch * epochs)
-        self.total_steps = steps_per_epoch * epochs
-        self.step = 0
+        self.amp_dtype = autocast_dtype(cfg.precision, torch.device("cpu"), cfg.model)
+        total = steps_per_epoch * epochs
+        schedule = make_schedule(cfg.schedule, cfg.lr, total)
+        self.lr_at = lambda step: schedule(step % total)
 
     def epoch(self, batches) -> tuple[int, float]:
         """Train one pass over ``batches``; returns (images, seconds)."""
-        model, optimizer = self.model, self.optimizer
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        correct = torch.zeros((), dtype=torch.long)
-        seen = 0
-        t0 = time.perf_counter()
-        for x, y in batches:
-            lr = self.schedule(self.step % self.total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            self.step += 1
-            loss_sum += loss.detach().double() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            if self.ours:  # as loop.py: a finiteness check every 25 steps
-                if self.step % 25 == 0 and not torch.isfinite(loss_sum):
-                    raise RuntimeError("non-finite loss")
-            elif not math.isfinite(loss.item()):  # the tutorial's running_loss += loss.item()
-                raise RuntimeError("non-finite loss")
-        return seen, time.perf_counter() - t0
+        if self.tutorial:
+            n, seconds, self.step = tutorial_epoch(self.model, self.optimizer, batches, lr_at=self.lr_at,
+                                                   step=self.step)
+        else:
+            n, seconds, self.step = timed_epoch(self.model, self.optimizer, batches, self.lr_at, self.step,
+                                                label_smoothing=self.cfg.label_smoothing, amp_dtype=self.amp_dtype)
+        return n, seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,8 +82,7 @@ class Trainer:
 # --------------------------------------------------------------------------------------------
 
 
-def make_contenders(images, labels, mean, std, batch_size: int, shift: int, workers: list[int], seed: int,
-                    channels_last: bool):
+def make_contenders(data, batch_size: int, shift: int, workers: list[int], seed: int, channels_last: bool):
     """name -> a callable returning a fresh iterable of batches for one epoch."""
     def epochs_of(loader):
         epoch = {"n": 0}
@@ -116,11 +93,12 @@ def make_contenders(images, labels, mean, std, batch_size: int, shift: int, work
             return loader
         return next_epoch
 
-    kwargs = dict(mean=mean, std=std, size=SIZE, shuffle=True, seed=seed, channels_last=channels_last,
-                  augment=parse_augment(f"crop:{shift}" if shift else "none", "digits"))
-    ours = BatchLoader(images, labels, batch_size, **kwargs)
+    # As the training loop builds its loader (classicnets.train).
+    augment = parse_augment(f"crop:{shift}" if shift else "none", "digits")
+    ours = make_loader(data, batch_size, mean=data.mean, std=data.std, size=SIZE, shuffle=True, seed=seed,
+                       channels_last=channels_last, augment=augment)
     contenders = {"classicnets": epochs_of(ours)}
-    dataset = TutorialSet(images, labels, SIZE, mean, std, crop_padding=shift)
+    dataset = TutorialSet(data.images, data.labels, SIZE, data.mean, data.std, crop_padding=shift)
     for nw in workers:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=nw)
         contenders[f"tutorial (num_workers={nw})"] = lambda loader=loader: loader
@@ -130,14 +108,14 @@ def make_contenders(images, labels, mean, std, batch_size: int, shift: int, work
 def run(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    # As classicnets.train.loop does by default (TrainConfig.deterministic=True).
+    # As classicnets.train does by default (TrainConfig.deterministic=True), NaN fill of new tensors off.
     torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     data = load_dataset("digits", "train", progress=False)
-    images, labels = data.images, data.labels
     if args.limit:
-        images, labels = images[:args.limit], labels[:args.limit]
+        data = dataclasses.replace(data, images=data.images[:args.limit], labels=data.labels[:args.limit])
     results = {"machine": machine_info(), "config": {
-        "model": "lenet5", "dataset": "digits/train", "images_per_epoch": len(labels),
+        "model": "lenet5", "dataset": "digits/train", "images_per_epoch": len(data.labels),
         "batch_sizes": args.batch_sizes, "reps": args.reps, "warmup_epochs": 1, "shift": args.shift,
         "workers": args.workers, "deterministic_algorithms": True, "quick": args.quick,
         "optimizer": None,
@@ -147,9 +125,8 @@ def run(args) -> dict:
         results["config"]["optimizer"] = {
             "name": cfg.optimizer, "lr": cfg.lr, "momentum": cfg.momentum, "nesterov": cfg.nesterov,
             "weight_decay": cfg.weight_decay, "schedule": cfg.schedule, "channels_last": cfg.channels_last}
-        contenders, steps = make_contenders(images, labels, data.mean, data.std, bs, args.shift,
-                                            args.workers, args.seed, cfg.channels_last)
-        trainers = {name: Trainer(cfg, steps, args.reps + 1, seed=args.seed, ours=name == "classicnets")
+        contenders, steps = make_contenders(data, bs, args.shift, args.workers, args.seed, cfg.channels_last)
+        trainers = {name: Trainer(cfg, steps, args.reps + 1, seed=args.seed, tutorial=name != "classicnets")
                     for name in contenders}
         samples: dict[str, list[float]] = {name: [] for name in contenders}
         names = list(contenders)
@@ -183,8 +160,9 @@ def to_markdown(results: dict) -> str:
         f"+-{c['shift']} pixel shift augmentation on both sides, {opt['name']} lr {opt['lr']} "
         f"momentum {opt['momentum']} nesterov {opt['nesterov']} weight decay {opt['weight_decay']} "
         f"({opt['schedule']} schedule set every step). classicnets trains as `classicnets train` does "
-        f"(channels-last: {opt['channels_last']}, fused SGD); the tutorial loop with the model's default "
-        f"memory format and `torch.optim.SGD`'s default implementation. Median of {c['reps']} one-epoch "
+        f"(`classicnets.train.train_step`, channels-last: {opt['channels_last']}, fused SGD); the tutorial loop "
+        f"with the model's default memory format, `torch.optim.SGD`'s default implementation and `loss.item()` "
+        f"every step. Median of {c['reps']} one-epoch "
         f"repetitions after one warm-up epoch, contenders interleaved.",
         "",
         f"Machine: {m['cpu']}, {m['cores_available']} cores available, torch {m['torch']}, "
@@ -212,7 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for train_throughput.{json,md}")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for train_throughput.{json,md} (default: benchmarks/results/<this machine>)")
     ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)

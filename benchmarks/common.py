@@ -1,22 +1,118 @@
-"""What every benchmark script does at the end: write its results as JSON and markdown."""
+"""What the benchmark scripts share: where results go (a folder per machine, with the commit they
+measured), workers in their own processes, the results other scripts wrote, and the pieces of a
+run that several scripts set up the same way (random datasets, timed epochs of the training step).
+
+The scripts import this module from their own folder (``from common import ...``).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import pickle
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"  # RESULTS/<machine>/<stem>.{json,md}
 
 
-def write_results(out: Path, stem: str, results: dict, markdown: str, quiet: bool = False) -> None:
-    """``out/STEM.json`` and ``out/STEM.md``; the markdown is printed unless ``quiet``."""
+# --------------------------------------------------------------------------------------------
+# The machine and the commit a result belongs to
+# --------------------------------------------------------------------------------------------
+
+
+def machine_name(machine: dict, gpu: dict | None = None) -> str | None:
+    """The folder a machine's results go to, named by what decides its speed: the vector unit and
+    native bf16 (``avx512-bf16``, ``avx2``), or the GPU (``cuda-nvidia-h100-80gb-hbm3``). None for
+    records from before the vector unit was recorded (2026-12)."""
+    if gpu:
+        return "cuda-" + re.sub(r"[^a-z0-9]+", "-", gpu["name"].lower()).strip("-")
+    if "cpu_capability" not in machine:
+        return None
+    return machine["cpu_capability"].lower() + ("-bf16" if machine.get("native_bf16") else "")
+
+
+def isa(machine: dict) -> str:
+    """" (AVX2, no native bf16)": the vector unit, which decides more than the CPU's name does
+    (recorded since 2026-12; older results leave it out)."""
+    if "cpu_capability" not in machine:
+        return ""
+    return f" ({machine['cpu_capability']}, {'native' if machine.get('native_bf16') else 'no native'} bf16)"
+
+
+def git_commit() -> dict | None:
+    """The commit this checkout is at and whether its files differ from it (uncommitted changes or
+    files git does not know); None outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def results_dir(machine: dict, gpu: dict | None = None) -> Path:
+    """``RESULTS/<machine>``: where a run on this machine writes unless told otherwise."""
+    return RESULTS / (machine_name(machine, gpu) or "unknown")
+
+
+def write_results(out: Path | None, stem: str, results: dict, markdown: str, quiet: bool = False) -> Path:
+    """``out/STEM.json`` and ``out/STEM.md``, ``out`` by default the folder of the machine the results
+    record (``results_dir``). The JSON records the commit measured next to the machine (where the
+    results do not have it already); the markdown is printed unless ``quiet``. Returns the folder."""
+    out = out or results_dir(results["machine"], results.get("gpu"))
+    if "commit" not in results:
+        results = {"machine": results["machine"], "commit": git_commit(), **results}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown)
     if not quiet:
         print(markdown)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Results other scripts wrote
+# --------------------------------------------------------------------------------------------
+
+
+def result_paths(stem: str) -> list[Path]:
+    """Every machine's ``RESULTS/<machine>/STEM.json``, by folder name."""
+    return sorted(RESULTS.glob(f"*/{stem}.json"))
+
+
+def result_path(stem: str, machine: str | None = None) -> Path | None:
+    """``RESULTS/<machine>/STEM.json``, written by the script that measures it; where ``machine`` has
+    none (or is not given), the first machine's that has one, by folder name; None before any ran."""
+    paths = sorted(result_paths(stem), key=lambda p: p.parent.name != machine)  # stable: that machine's first
+    return paths[0] if paths else None
+
+
+def result_file(stem: str, machine: str | None = None) -> dict | None:
+    """The results in ``result_path(stem, machine)``; None before they were measured."""
+    path = result_path(stem, machine)
+    return json.loads(path.read_text()) if path else None
+
+
+def result_md(path: Path) -> str:
+    """"`benchmarks/results/avx2/malloc.md`": the report beside a results file, as the text quotes it."""
+    return f"`benchmarks/results/{path.parent.name}/{path.with_suffix('.md').name}`"
+
+
+def pool_as_run(pool1: dict) -> tuple[str, float]:
+    """(name, ms) of the pooling the training step runs, among a roofline run's alternatives (files
+    from before the name was recorded list it first)."""
+    name = pool1.get("as_run") or next(iter(pool1["alternatives_ms"]))
+    return name, pool1["alternatives_ms"][name]
+
+
+# --------------------------------------------------------------------------------------------
+# Workers: a measurement in a process of its own
+# --------------------------------------------------------------------------------------------
 
 
 def serve_worker(argv: list[str], worker) -> bool:
@@ -36,3 +132,79 @@ def call_worker(script: Path, args: list[str], env: dict | None = None, what: st
         raise RuntimeError(f"{what or 'worker ' + ' '.join(args)} failed ({proc.returncode}):\n"
                            f"{proc.stderr.decode()[-3000:]}")
     return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (a worker's, as it ends)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def resolved_precision(cfg: dict, device: str = "cpu") -> str:
+    """What a run's ``precision`` setting (its config.json) came to on ``device``: fp32, bf16 or fp16."""
+    import torch
+
+    from classicnets.device import autocast_dtype
+
+    dtype = autocast_dtype(cfg["precision"], torch.device(device), cfg["model"])
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+# --------------------------------------------------------------------------------------------
+# What several benchmarks set up the same way
+# --------------------------------------------------------------------------------------------
+
+
+def make_random_data(kind: str, root: Path, n_train: int, n_test: int = 16) -> Path:
+    """A CIFAR-10 folder of random 32x32x3 images (``random32``), or a folder of random 224x224 PNGs."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if kind == "random32":
+        d = root / "cifar-10-batches-py"
+        d.mkdir(parents=True, exist_ok=True)
+        names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+        (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+        per = math.ceil(n_train / 5)
+        for i, (name, n) in enumerate([*[(f"data_batch_{k}", per) for k in range(1, 6)], ("test_batch", n_test)]):
+            data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+            (d / name).write_bytes(pickle.dumps({b"data": data, b"labels": [(i + j) % 10 for j in range(n)]},
+                                                protocol=2))
+        return d
+    from PIL import Image
+
+    for split, n in (("train", n_train), ("test", n_test)):
+        for j in range(n):
+            cls = root / split / f"class{j % 4}"
+            cls.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(cls / f"{j}.png")
+    return root
+
+
+def timed_epoch(model, optimizer, batches, lr_at, step: int, *, label_smoothing: float = 0.0, amp_dtype=None,
+                read_loss: bool = False) -> tuple[int, float, int]:
+    """One pass over ``batches`` stepped as ``classicnets.train``'s loop steps: the learning rate
+    ``lr_at(step)`` set, ``classicnets.train.train_step``, the running loss and accuracy sums, their
+    finiteness read every 25 steps. ``read_loss``: also ``loss.item()`` after every step, as a plain
+    loop logs it. Returns (images, seconds, the next step)."""
+    import torch
+
+    from classicnets.train import train_step
+
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.long)
+    seen = 0
+    t0 = time.perf_counter()
+    for x, y in batches:
+        lr = lr_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        logits, loss = train_step(model, optimizer, x, y, label_smoothing=label_smoothing, amp_dtype=amp_dtype)
+        step += 1
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if (read_loss and not math.isfinite(loss.item())) or (step % 25 == 0 and not torch.isfinite(loss_sum)):
+            raise RuntimeError("non-finite loss")
+    return seen, time.perf_counter() - t0, step

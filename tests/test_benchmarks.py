@@ -166,9 +166,15 @@ def test_suite_quick_writes_every_section(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "**met**" in md or "**not met**" in md
     assert "| idea | decision | evidence |" in md and "not measured in this run" not in md
+    # The commit measured, next to the machine (this checkout is a git one).
+    assert list(r)[:2] == ["machine", "commit"]
+    if (ROOT / ".git").exists():
+        assert len(r["commit"]["sha"]) == 40 and isinstance(r["commit"]["dirty"], bool)
+        assert f"Commit {r['commit']['sha'][:12]}" in md
     (tmp_path / "results.md").unlink()
+    # --render rewrites the results.md beside the results.json, from the JSON alone.
     render = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--render",
-                             str(tmp_path / "results.json"), "--out", str(tmp_path)], capture_output=True, text=True)
+                             str(tmp_path / "results.json")], capture_output=True, text=True)
     assert render.returncode == 0, render.stderr
     assert (tmp_path / "results.md").read_text() == md
     for heading in ("## Training throughput", "## Time to accuracy", "## What the defaults are made of",
@@ -313,42 +319,52 @@ def test_roofline_strided_max_pool_is_max_pool2d_ties_included(monkeypatch):
     assert torch.equal(out, out_ref) and torch.equal(b.grad, a.grad)
 
 
-def test_suite_quotes_the_roofline_under_the_peak_goal(monkeypatch, tmp_path):
+def results_in(monkeypatch, tmp_path):
+    """The benchmarks' modules, reading and writing their results under tmp_path/results/<machine>."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import suite
+    import common
+    import goals
 
-    monkeypatch.setattr(suite, "HERE", tmp_path)
-    assert "not measured yet" in suite.roofline_evidence()
-    (tmp_path / "results").mkdir()
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    return common, goals
+
+
+def write_result(tmp_path, machine: str, stem: str, results: dict) -> None:
+    (tmp_path / "results" / machine).mkdir(parents=True, exist_ok=True)
+    (tmp_path / "results" / machine / f"{stem}.json").write_text(json.dumps(results))
+
+
+def test_suite_quotes_the_roofline_under_the_peak_goal(monkeypatch, tmp_path):
+    _, goals = results_in(monkeypatch, tmp_path)
+    assert "not measured yet" in goals.roofline_evidence()
     run = {"batch": 128, "kernels": {"ceiling_fraction_of_peak": 0.371, "share_of_step": 0.58},
            "step": {"fraction_of_peak": 0.214}}
     machine = {"cpu": "Some CPU", "cpu_capability": "AVX2", "native_bf16": False}
-    (tmp_path / "results" / "lenet_roofline.json").write_text(json.dumps({"machine": machine, "threads": 2,
-                                                                          "runs": [run]}))
-    text = suite.roofline_evidence()
+    write_result(tmp_path, "avx2", "lenet_roofline", {"machine": machine, "threads": 2, "runs": [run]})
+    text = goals.roofline_evidence()
     assert text.startswith("Its ceiling on Some CPU (AVX2, no native bf16), 2 threads:")
     assert "at most 37% at batch 128 (the whole step there: 21%, the kernels 58% of its time)" in text
+    assert text.endswith("(`benchmarks/results/avx2/lenet_roofline.md`)")
+    # Where several machines measured it, the one asked for is quoted, else the first by name.
+    faster = dict(run, kernels={"ceiling_fraction_of_peak": 0.6, "share_of_step": 0.5})
+    write_result(tmp_path, "avx512-bf16", "lenet_roofline", {"machine": machine, "threads": 2, "runs": [faster]})
+    assert "at most 60% at batch 128" in goals.roofline_evidence("avx512-bf16")
+    assert "at most 37% at batch 128" in goals.roofline_evidence()
 
 
 def test_suite_decisions_quote_the_pooling_alternatives(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import suite
-
-    monkeypatch.setattr(suite, "HERE", tmp_path)
-    (tmp_path / "results").mkdir()
+    _, goals = results_in(monkeypatch, tmp_path)
     run = {"batch": 128, "pool1": {"alternatives_ms": {"max_pool2d, channels-last (what the step runs)": 1.5,
                                                         "max_pool2d, default layout": 3.0}}}
     machine = {"cpu": "Some CPU"}
-    (tmp_path / "results" / "lenet_roofline.json").write_text(json.dumps({"machine": machine, "threads": 2,
-                                                                          "runs": [run]}))
-    assert suite.pooling_evidence() == ("forward + backward, batch 128: 1.50 ms as the step runs it; "
+    write_result(tmp_path, "avx2", "lenet_roofline", {"machine": machine, "threads": 2, "runs": [run]})
+    assert goals.pooling_evidence() == ("forward + backward, batch 128: 1.50 ms as the step runs it; "
                                         "max_pool2d, default layout 3.00 ms (0.50x) (Some CPU, 2 threads; "
-                                        "`results/lenet_roofline.md`)")
+                                        "`benchmarks/results/avx2/lenet_roofline.md`)")
     # Newer files name the pooling the step runs, wherever it stands among the alternatives.
     run["pool1"] = {"as_run": "strided", "alternatives_ms": {"max_pool2d": 3.0, "strided": 1.5}}
-    (tmp_path / "results" / "lenet_roofline.json").write_text(json.dumps({"machine": machine, "threads": 2,
-                                                                          "runs": [run]}))
-    assert suite.pooling_evidence().startswith("forward + backward, batch 128: 1.50 ms as the step runs it; "
+    write_result(tmp_path, "avx2", "lenet_roofline", {"machine": machine, "threads": 2, "runs": [run]})
+    assert goals.pooling_evidence().startswith("forward + backward, batch 128: 1.50 ms as the step runs it; "
                                                "max_pool2d 3.00 ms (0.50x) (")
 
 
@@ -384,37 +400,110 @@ def test_bench_cuda_says_so_without_a_gpu(tmp_path):
 
 
 def test_suite_reports_the_cuda_epoch_only_from_a_gpu_run(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import suite
-
-    monkeypatch.setattr(suite, "HERE", tmp_path)
-    assert "**not measured**" in suite.cuda_evidence()
-    (tmp_path / "results").mkdir()
+    _, goals = results_in(monkeypatch, tmp_path)
+    assert "**not measured**" in goals.cuda_evidence()
     settings = {"precision": "bf16", "channels_last": True, "deterministic": True, "compile": False}
     contenders = {
         "classicnets": {"median_epoch_seconds": 4.0, "images_per_second": 12_500, "speedup_over_tutorial": 2.5,
                         "settings": settings},
         "tutorial": {"median_epoch_seconds": 10.0, "images_per_second": 5_000, "speedup_over_tutorial": 1.0,
                      "settings": settings}}
-    path = tmp_path / "results" / "cuda_resnet56.json"
-    path.write_text(json.dumps({"quick": True, "contenders": contenders}))  # a CPU check, no GPU figure
-    assert "**not measured**" in suite.cuda_evidence()
-    path.write_text(json.dumps({"quick": False, "gpu": {"name": "Some GPU"}, "contenders": contenders}))
-    assert suite.cuda_evidence() == (
+    write_result(tmp_path, "avx2", "cuda_resnet56", {"quick": True, "contenders": contenders})  # a CPU check
+    assert "**not measured**" in goals.cuda_evidence()
+    # The GPU's run is quoted, not the CPU check that sorts before it.
+    write_result(tmp_path, "cuda-some-gpu", "cuda_resnet56",
+                 {"quick": False, "gpu": {"name": "Some GPU"}, "contenders": contenders})
+    assert goals.cuda_evidence() == (
         "ResNet-56 CIFAR-10 epoch on CUDA (Some GPU): **4.0 s** (bf16, channels-last, data on the GPU; 12,500 img/s), "
-        "the tutorial loop 10.0 s (2.50x) (`results/cuda_resnet56.md`)")
+        "the tutorial loop 10.0 s (2.50x) (`benchmarks/results/cuda-some-gpu/cuda_resnet56.md`)")
 
 
 def test_suite_decisions_quote_the_preloaded_allocators(monkeypatch, tmp_path):
+    _, goals = results_in(monkeypatch, tmp_path)
+    assert "not measured yet" in goals.preload_evidence()
+    workloads = {"lenet5-step": {"preloaded_vs_kept": {}},
+                 "resnet20-step": {"preloaded_vs_kept": {"jemalloc": 0.64, "tcmalloc": 1.03}}}
+    write_result(tmp_path, "avx2", "malloc", {"machine": {"cpu": "Some CPU"}, "workloads": workloads})
+    assert goals.preload_evidence() == ("against the kept setting, resnet20-step: jemalloc 0.64x, tcmalloc 1.03x "
+                                        "(Some CPU; `benchmarks/results/avx2/malloc.md`)")
+
+
+def test_results_go_to_a_folder_named_by_the_machine_with_the_commit(monkeypatch, tmp_path):
+    common, _ = results_in(monkeypatch, tmp_path)
+    assert common.machine_name({"cpu_capability": "AVX512", "native_bf16": True}) == "avx512-bf16"
+    assert common.machine_name({"cpu_capability": "AVX2", "native_bf16": False}) == "avx2"
+    assert common.machine_name({"cpu": "AMD EPYC"}) is None  # recorded before the vector unit was
+    assert common.machine_name({}, {"name": "NVIDIA H100 80GB HBM3"}) == "cuda-nvidia-h100-80gb-hbm3"
+    machine = {"cpu": "Some CPU", "cpu_capability": "AVX2", "native_bf16": False}
+    out = common.write_results(None, "thing", {"machine": machine, "runs": [1]}, "# Thing\n", quiet=True)
+    assert out == tmp_path / "results" / "avx2" and (out / "thing.md").read_text() == "# Thing\n"
+    written = json.loads((out / "thing.json").read_text())
+    assert list(written) == ["machine", "commit", "runs"]
+    if (ROOT / ".git").exists():
+        assert len(written["commit"]["sha"]) == 40 and isinstance(written["commit"]["dirty"], bool)
+    # --out wins, and a commit the results already record is kept.
+    common.write_results(tmp_path / "elsewhere", "thing", {"machine": machine, "commit": None}, "", quiet=True)
+    assert json.loads((tmp_path / "elsewhere" / "thing.json").read_text())["commit"] is None
+
+
+def test_each_result_file_is_in_the_folder_of_the_machine_it_records(monkeypatch):
+    """Files from before the vector unit was recorded say at most whether bf16 was native."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import common
+
+    files = sorted((ROOT / "benchmarks" / "results").glob("*/*.json"))
+    assert files and not list((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert not (ROOT / "benchmarks" / "results.json").exists()
+    for path in files:
+        machine = json.loads(path.read_text()).get("machine") or {}
+        name = common.machine_name(machine)
+        if name is not None:
+            assert path.parent.name == name, path
+        elif machine.get("bf16_native") or machine.get("native_bf16"):
+            assert path.parent.name.endswith("-bf16"), path
+
+
+def test_update_readme_finds_what_it_reads_in_suite(monkeypatch):
+    """scripts/update_readme.py imports ``suite`` and reads these names from it."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import suite
 
-    monkeypatch.setattr(suite, "HERE", tmp_path)
-    assert "not measured yet" in suite.preload_evidence()
-    (tmp_path / "results").mkdir()
-    workloads = {"lenet5-step": {"preloaded_vs_kept": {}},
-                 "resnet20-step": {"preloaded_vs_kept": {"jemalloc": 0.64, "tcmalloc": 1.03}}}
-    (tmp_path / "results" / "malloc.json").write_text(json.dumps({"machine": {"cpu": "Some CPU"},
-                                                                  "workloads": workloads}))
-    assert suite.preload_evidence() == ("against the kept setting, resnet20-step: jemalloc 0.64x, tcmalloc 1.03x "
-                                        "(Some CPU; `results/malloc.md`)")
+    for name in ("isa", "peak_text", "evaluate_goals", "format_goal", "format_seconds", "cuda_evidence",
+                 "result_file", "pool_as_run"):
+        assert callable(getattr(suite, name)), name
+    assert suite.result_file("lenet_roofline")["runs"] and suite.result_file("no_such_benchmark") is None
+
+
+def test_no_benchmark_but_the_baselines_has_a_training_step_of_its_own():
+    """Every timed classicnets step is ``classicnets.train.train_step``: a ``.backward()`` outside
+    the tutorial and peer baselines would be a copy of it."""
+    copies = [f.name for f in (ROOT / "benchmarks").rglob("*.py")
+              if not f.name.startswith(("tutorial", "peer")) and ".backward()" in f.read_text()]
+    assert copies == []
+
+
+def test_lenet_step_ideas_change_only_what_train_step_is_given(monkeypatch):
+    """The reference's optimiser is make_optimizer's switched to foreach (same update), and the
+    set_to_none=False idea keeps the gradient tensors whatever train_step asks for."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+    from bench_lenet_step import foreach, reference_model, zeroing_in_place
+
+    from classicnets.train import TrainConfig, make_optimizer, train_step
+
+    torch.set_num_threads(1)  # conftest restores
+    cfg = TrainConfig(model="lenet5", dataset="digits", batch_size=8).resolved()
+    x, y = torch.randn(8, 1, 32, 32), torch.randint(0, 10, (8,))
+    weights = []
+    for change in (lambda opt: opt, foreach, zeroing_in_place):
+        torch.manual_seed(0)
+        model = reference_model()
+        opt = change(make_optimizer(cfg, model))
+        train_step(model, opt, x, y)
+        grad = model.fc3.weight.grad
+        train_step(model, opt, x, y)
+        assert (model.fc3.weight.grad is grad) == (change is zeroing_in_place)
+        assert all(g["fused"] != (change is foreach) for g in opt.param_groups)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(weights[1], weights[0])
+    torch.testing.assert_close(weights[2], weights[0])
