@@ -1,6 +1,6 @@
 """Kill training with SIGKILL at random moments, resume it, and check nothing was lost.
 
-    .venv/bin/python scripts/kill_resume.py            # 20 kills, results to benchmarks/results/
+    .venv/bin/python scripts/kill_resume.py            # 20 kills, results to benchmarks/results/<machine>/
     .venv/bin/python scripts/kill_resume.py --quick    # 3 kills on a smaller run (tests/test_kills.py)
 
 First one uninterrupted run of ``classicnets train lenet5`` is the reference. Then, ``--kills``
@@ -19,7 +19,7 @@ fresh start where no training state was written yet) runs to the end, and the ru
 the reference: weights and training state bit for bit, metrics.jsonl with epochs 1..E once each
 and the same numbers, no temporary file left.
 
-Writes ``RESULTS.json`` and ``RESULTS.md`` (default ``benchmarks/results/reliability``); exits
+Writes ``RESULTS.json`` and ``RESULTS.md`` (default ``benchmarks/results/<machine>/reliability``); exits
 1 if any trial lost anything.
 """
 
@@ -38,6 +38,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # results go where the benchmarks' do: results/<machine>/
+from common import git_commit, results_dir  # noqa: E402  (benchmarks/common.py)
+
+from classicnets.report import machine_info  # noqa: E402
+
 FULL = ["--train-limit", "1024", "--epochs", "4", "--batch-size", "64"]
 QUICK = ["--train-limit", "512", "--epochs", "2", "--batch-size", "64"]
 
@@ -183,10 +188,11 @@ def main(argv=None) -> int:
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--quick", action="store_true", help="3 kills of a 2-epoch run on 512 images")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
-    p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "reliability",
-                   help="write RESULTS.json and RESULTS.md")
+    p.add_argument("--results", type=Path,
+                   help="write RESULTS.json and RESULTS.md (default benchmarks/results/MACHINE/reliability)")
     p.add_argument("--workdir", type=Path, help="keep the runs here (default: a temporary folder, removed)")
     a = p.parse_args(argv)
+    machine = machine_info()
     args = QUICK if a.quick else FULL
     kills = 3 if a.quick and a.kills == 20 else a.kills
     epochs = int(args[args.index("--epochs") + 1])
@@ -216,7 +222,7 @@ def main(argv=None) -> int:
             problems = readable(out) if moment is not None else []
             phase = ("not killed: finished first" if moment is None else
                      f"writing a file after epoch {epoch}: {', '.join(left)}" if left else
-                     "start-up, before any epoch was saved" if epoch == 0 and not (out / "config.json").exists()
+                     "start-up, before any epoch was saved" if epoch == 0 and moment < startup
                      else f"training epoch {epoch + 1}" if epoch < epochs else "after the last epoch was saved")
             resumes = 0
             t0 = time.perf_counter()
@@ -244,15 +250,16 @@ def main(argv=None) -> int:
             "bytes_lost": sum(t["bytes_lost"] for t in trials),
             "checkpoints_unreadable_after_kill": sum(not t["checkpoints_readable_after_kill"] for t in trials),
             "temp_files_left": sum(bool(t["temp_files_left"]) for t in trials),
-            "seed": a.seed, "python": sys.version.split()[0],
+            "seed": a.seed, "python": sys.version.split()[0], "machine": machine, "commit": git_commit(),
             "details": trials,
         }
     finally:
         if a.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    write(summary, a.results)
+    results = a.results or results_dir(machine) / "reliability"
+    write(summary, results)
     print(f"{summary['survived']}/{summary['kills']} kills survived, {summary['bit_identical']}/{len(trials)} "
-          f"bit-identical, {summary['bytes_lost']} bytes lost; wrote {a.results}.json/.md")
+          f"bit-identical, {summary['bytes_lost']} bytes lost; wrote {results}.json/.md")
     return 0 if all(t["ok"] for t in trials) else 1
 
 

@@ -21,12 +21,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-# Where the results files are, relative to ROOT: the suite's main run (results.json, results.md),
-# the suite as it was run on an AVX2 machine without native bf16, and scripts/kill_resume.py's.
-MAIN_RESULTS = "benchmarks"
+# Where the results files are, relative to ROOT (benchmarks/results/<machine>/): the suite's main
+# run, on the AVX-512 machine with native bf16; the suite as it was run on an AVX2 machine without
+# native bf16 (its command); and scripts/kill_resume.py's.
+MAIN_RESULTS = "benchmarks/results/avx512-bf16"
 AVX2_RESULTS = "benchmarks/results/avx2"
 AVX2_COMMAND = f" --out {AVX2_RESULTS} --skip-settings"
-RELIABILITY = "benchmarks/results/reliability"
+RELIABILITY = "benchmarks/results/avx512-bf16/reliability"
 
 # A section's text may link to files: it is given ``link``, which turns a path relative to the
 # repository root into one relative to the file the section is written into.
@@ -120,7 +121,8 @@ def roofline_section() -> str:
     """What LeNet-5's own layers allow (``benchmarks/bench_lenet_roofline.py``), batch by batch."""
     r = _suite().result_file("lenet_roofline")
     m = r["machine"]
-    lines = [f"From `benchmarks/results/lenet_roofline.md` (`.venv/bin/python benchmarks/bench_lenet_roofline.py`): "
+    where = f"benchmarks/results/{_suite().machine_name(m)}/lenet_roofline.md"
+    lines = [f"From `{where}` (`.venv/bin/python benchmarks/bench_lenet_roofline.py`): "
              f"{m['cpu']}{_suite().isa(m)}, {r['threads']} threads, fp32, channels-last.", "",
              "| batch | whole step img/s | % of fp32 peak | kernels' share of the step | ceiling: kernels alone "
              "| first pool + ReLU (fwd + bwd) |", "|---:|---:|---:|---:|---:|---:|"]

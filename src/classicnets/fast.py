@@ -13,7 +13,7 @@ EPYC (Zen 4: AVX-512 with native bf16 dot products) this project is developed on
 median img/s of 5 interleaved repetitions in one scratch run (load average 0.6 at its start,
 1.7 at its end: the machine is shared). ONNX Runtime fp32 in the same run: 24.7 img/s.
 ``benchmarks/bench_infer.py`` measures the kept paths on three models (results in
-``benchmarks/results/inference.md``: fast fp32 0.92x ONNX Runtime, fast bf16 1.92x, here).
+``benchmarks/results/avx512-bf16/inference.md``: fast fp32 0.92x ONNX Runtime, fast bf16 1.92x, here).
 
 ==============================================================  =====  ========  ========
 candidate                                                       img/s  vs eager  kept?
@@ -50,7 +50,7 @@ loaded run 21.4 img/s either way (autocast: 20.8).
   606 ms, our convolutions alone 621 ms), and AlexNet at batch 1 spends 63% of its time in the
   fully connected layers (MKL's packed GEMM at one row, memory-bound). There is no fp32
   headroom left that does not cut arithmetic (Winograd, which oneDNN does not offer on this
-  CPU): expect 0.74-0.98x ONNX Runtime in fp32 (benchmarks/results.md; 0.65-0.86x on an AVX2
+  CPU): expect 0.74-0.98x ONNX Runtime in fp32 (benchmarks/results/avx512-bf16/results.md; 0.65-0.86x on an AVX2
   CPU, benchmarks/results/avx2/results.md), not a lead.
 * **bf16**: the same, with batch norm folded into the convolutions in fp32 (``torch.fx``) and
   then every weight converted to bfloat16: twice the fp32 throughput. Folding before the
@@ -62,7 +62,7 @@ loaded run 21.4 img/s either way (autocast: 20.8).
   process-wide setting this module changes. It changes no result and no thread, only when memory
   goes back to the OS. It removes the page faults of activation buffers up to 32 MiB (eager
   ResNet-50 at batch 16: 1.40x); the compiled ResNet-50 at batch 16 gains nothing, its 25,090
-  faults a call come from 51 MB buffers, above that ceiling (``benchmarks/results/malloc.md``).
+  faults a call come from 51 MB buffers, above that ceiling (``benchmarks/results/avx2/malloc.md``).
 * **Threads** are left to the caller (a library must not change them for other code). On a
   machine where another process keeps a core busy, two torch threads can be several times
   *slower* than one: every parallel region waits for the descheduled thread (training the

@@ -9,7 +9,7 @@ new pages, one page fault per 4 KiB. ``benchmarks/bench_malloc.py`` counts them:
 thousands per LeNet-5 step, tens of thousands per ResNet-20 step, over two hundred thousand per
 eager ResNet-50 forward pass at batch 16. With the mmap threshold fixed at its ceiling
 (:data:`MMAP_THRESHOLD_BYTES`) and the trim threshold raised (:data:`TRIM_THRESHOLD_BYTES`),
-freed blocks are reused and most faults stop (``benchmarks/results/malloc.md`` has what that buys).
+freed blocks are reused and most faults stop (``benchmarks/results/avx2/malloc.md`` has what that buys).
 
 The price: up to 1 GiB of memory a run has freed stays in the process until it ends, and reuse
 is not perfect (the heap fragments), so a process's peak memory can grow (the benchmark reports

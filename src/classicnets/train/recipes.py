@@ -25,7 +25,7 @@ RECIPES: list[tuple[str, dict]] = [
     # 32k and 48k iterations, stop at 64k (= 50% and 75% of training; ~164 epochs on 50k images).
     # ResNet-110 first trains at 0.01 until its training error is below 80% (about 400 iterations).
     # Channels-last: ResNet-20 trains 1.22x faster in fp32 on a CPU, the same in bf16
-    # (benchmarks/results.md, "What the defaults are made of").
+    # (benchmarks/results/avx512-bf16/results.md, "What the defaults are made of").
     ("resnet110", dict(epochs=164, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False,
                        weight_decay=1e-4, schedule="step", milestones=(0.5, 0.75), warmup_until_error=0.8,
                        warmup_lr=0.01, augment="crop+flip", channels_last=True)),
@@ -53,7 +53,7 @@ DATASET_RECIPES: list[tuple[str, str, dict]] = [
     # on 2 cores. A short one-cycle run of batch 128 (1.2-1.3x faster per image than batch 64) is
     # past 90% by its last epoch: 3 epochs at lr 0.2 with label smoothing 0.1 and no augmentation
     # end at 90.1-90.8% on seeds 0-4, in 58% of the training time of the 5 epochs of lr 0.1 with
-    # flips used before (benchmarks/results/lenet_fashion_recipe.md). Label smoothing is what
+    # flips used before (benchmarks/results/avx2/lenet_fashion_recipe.md). Label smoothing is what
     # makes 3 epochs enough (median 90.26% with it, 89.60% without); a run this short underfits,
     # so augmentation only slows it (flips: 89.86%; +-2 pixel shifts cost 0.7 points at 5 epochs).
     # Batch 128 at lr 0.1 is *not* safe on the digits: it nearly diverged there (10% after 3

@@ -17,7 +17,7 @@ def make_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     (``optimizer``, ``lr``, ``momentum``, ``nesterov``, ``weight_decay``)."""
     params = [p for p in model.parameters() if p.requires_grad]
     # One fused kernel for the whole update: 1.03-1.11x faster LeNet-5 steps than foreach on CPU
-    # (benchmarks/results/lenet_step_ideas.md); foreach elsewhere (MPS lacks fused SGD).
+    # (benchmarks/results/avx512-bf16/lenet_step_ideas.md); foreach elsewhere (MPS lacks fused SGD).
     on_cpu_or_cuda = all(p.device.type in ("cpu", "cuda") for p in params)
     fused = {"fused": True} if on_cpu_or_cuda else {"foreach": True}
     if cfg.optimizer == "sgd":
