@@ -14,6 +14,8 @@ one. Nothing here unpickles: loading a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -23,7 +25,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import CheckpointError, ClassicNetsError
+from .errors import (
+    CheckpointError,
+    CheckpointWriteError,
+    ClassicNetsError,
+    OutputError,
+    file_in_the_way,
+    output_error,
+)
 from .models import create_model
 
 FORMAT = "classicnets-checkpoint"
@@ -55,33 +64,58 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, then move the finished file over ``path``.
+def atomic_write(path: str | os.PathLike, write, *, hint: str | None = None,
+                 kind: type[OutputError] = OutputError) -> None:
+    """Call ``write(tmp_path)``, then move the finished file over ``path`` (creating its folder).
 
-    If writing fails (disk full, kill, error), ``path`` keeps its previous content and the
-    temporary file is removed.
+    If writing fails (disk full, read-only folder, kill, error), ``path`` keeps its previous
+    content and the temporary file is removed; an ``OSError`` becomes ``kind`` (an
+    :class:`OutputError`) naming ``path``, suggesting ``hint`` (the option that writes elsewhere).
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # never hide the error that matters
+            tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise CheckpointError(
-                f"could not write {path}: {exc.strerror or exc}; "
-                f"the previous {path.name} (if any) is intact"
-            ) from exc
+            raise output_error(path, exc, hint, kind) from exc
         raise
     _fsync_dir(path.parent)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+def atomic_write_text(path: str | os.PathLike, text: str, *, hint: str | None = None) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text), hint=hint)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, hint: str | None = None) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), hint=hint)
+
+
+def output_file(given: str | os.PathLike | None, default: Path) -> Path:
+    """Where an ``-o FILE`` option writes: ``default`` when it is not given; inside ``given``, under
+    the default's name, when ``given`` is a folder (one that exists, or any name ending in /)."""
+    if not given:
+        return Path(default)
+    if Path(given).is_dir() or str(given).endswith(("/", os.sep)):
+        return Path(given) / Path(default).name
+    return Path(given)
+
+
+def check_output(path: str | os.PathLike, hint: str | None = None) -> Path:
+    """Refuse ``path`` now, before any work, if a file stands where its folder should be (``--out``
+    naming a file); any other problem is reported when the file is written."""
+    path = Path(path)
+    if file_in_the_way(path.parent) is not None:
+        raise output_error(path, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)),
+                           hint)
+    return path
 
 
 def _cpu_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -99,7 +133,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict) -> No
         except SafetensorError as exc:  # how safetensors reports I/O errors, e.g. a full disk
             raise OSError(str(exc)) from exc
 
-    atomic_write(path, write)
+    atomic_write(path, write, kind=CheckpointWriteError)
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

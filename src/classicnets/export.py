@@ -7,7 +7,9 @@ inputs and compares the logits with the PyTorch model's.
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from .errors import ClassicNetsError
 
 ATOL = 1e-4  # float32 logits of the same graph, run by two engines
 ONNX_SINGLE_FILE_LIMIT = 1 << 30  # bytes of weights; protobuf caps one file at 2 GiB
+OUTPUT_HINT = "-o FILE"  # the option of `classicnets export` that writes elsewhere
 
 
 def _example_input(meta: dict, batch: int = 4) -> torch.Tensor:
@@ -26,29 +29,55 @@ def _example_input(meta: dict, batch: int = 4) -> torch.Tensor:
     return torch.randn(batch, *meta["input_size"], generator=gen)
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, *, hint: str | None = None) -> Path:
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as exc:
         raise ClassicNetsError("ONNX export needs the optional extra: pip install 'classicnets[onnx]'") from exc
     batch = torch.export.Dim("batch", min=1, max=65536)
-    # One self-contained file where protobuf allows it; the exporter's default puts the
-    # weights of any model in a separate PATH.data file that must travel with it.
-    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=["input"],
-                          output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False,
-                          external_data=weight_bytes >= ONNX_SINGLE_FILE_LIMIT)
+        program = torch.onnx.export(model, (example,), None, dynamo=True, input_names=["input"],
+                                    output_names=["logits"], dynamic_shapes=({0: batch},), verbose=False)
+    # One self-contained file where protobuf allows it (it caps one file at 2 GiB); beyond, the
+    # weights go in a PATH.data file that must travel with it.
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if weight_bytes < ONNX_SINGLE_FILE_LIMIT:
+        ckpt.atomic_write(path, lambda tmp: program.save(str(tmp)), hint=hint)
+    else:
+        _save_onnx_with_external_data(program, Path(path), hint)
     return path
 
 
-def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
+def _save_onnx_with_external_data(program, path: Path, hint: str | None) -> None:
+    """PATH and PATH.data, each written atomically, the weights first. The exporter names the
+    data file after the model file, so both are made under their own names in a private folder."""
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}.d")
+    data = path.with_name(f"{path.name}.data")
+
+    def write_weights(tmp: Path) -> None:
+        staging.mkdir()
+        program.save(str(staging / path.name), external_data=True)
+        os.replace(staging / data.name, tmp)
+
+    try:
+        ckpt.atomic_write(data, write_weights, hint=hint)
+        ckpt.atomic_write(path, lambda tmp: os.replace(staging / path.name, tmp), hint=hint)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path, *,
+                       hint: str | None = None) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream but still the portable C++ format
         traced = torch.jit.trace(model, example)
-    ckpt.atomic_write(path, lambda tmp: traced.save(str(tmp)))
+        # Into memory first: torch's own file writer ends the process with a C++ exception when
+        # the disk fills up; a Python write fails with an OSError that atomic_write reports.
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer)
+    ckpt.atomic_write_bytes(path, buffer.getvalue(), hint=hint)
     return path
 
 
@@ -76,21 +105,25 @@ def check_torchscript(path: Path, model: torch.nn.Module, example: torch.Tensor)
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "onnx", output: str | os.PathLike | None = None,
                       verify: bool = True) -> tuple[Path, str]:
     """Write the model of ``checkpoint`` as ``fmt`` ("onnx" or "torchscript"); return the path and,
-    with ``verify``, a line reporting the output difference (raises if over tolerance)."""
+    with ``verify``, a line reporting the output difference (raises if over tolerance).
+
+    ``output``: the file (its folder is created), or a folder to write the default name into
+    (``model.onnx``, ``model.torchscript.pt``); by default, next to the checkpoint. The file is
+    written atomically: a failure leaves no partial file and raises an
+    :class:`~classicnets.errors.OutputError` naming it."""
     model, meta = build_from_checkpoint(checkpoint, "cpu")
     src = ckpt.resolve(checkpoint)
     suffix = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}.get(fmt)
     if suffix is None:
         raise ClassicNetsError(f"--format {fmt!r}: expected onnx or torchscript")
-    path = Path(output) if output else src.with_name(src.name.split(".")[0] + suffix)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = ckpt.output_file(output, src.with_name(src.name.split(".")[0] + suffix))
     # A batch size other than the traced one proves the exported batch dimension is dynamic.
     example, probe = _example_input(meta, 2), _example_input(meta, 5)
     if fmt == "onnx":
-        export_onnx(model, example, path)
+        export_onnx(model, example, path, hint=OUTPUT_HINT)
         diff = check_onnx(path, model, probe) if verify else None
     else:
-        export_torchscript(model, example, path)
+        export_torchscript(model, example, path, hint=OUTPUT_HINT)
         diff = check_torchscript(path, model, probe) if verify else None
     if diff is None:
         return path, ""

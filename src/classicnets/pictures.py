@@ -24,6 +24,7 @@ from torch import nn
 
 from .drawing import layout
 from .models.lenet import SparseConv2d
+from .report import save_figure
 
 __all__ = ["feature_maps", "show"]
 
@@ -168,8 +169,10 @@ def show(checkpoint_or_predictor, image, out: str | os.PathLike | None = None, *
     ``checkpoint_or_predictor``: a run directory, a checkpoint file, or a
     :class:`~classicnets.predict.Predictor`. ``image``: anything ``Predictor.predict`` takes (a
     file path, a PIL image, a uint8 array or tensor). ``out``: a directory to also write
-    ``MODEL-filters.png`` and ``MODEL-feature-maps.png`` into. ``channels``: feature maps shown
-    per stage (the most active ones). Each figure's ``get_label()`` is its file name stem.
+    ``MODEL-filters.png`` and ``MODEL-feature-maps.png`` into (created if missing; each file is
+    written atomically, and one that cannot be is an :class:`~classicnets.errors.OutputError`
+    naming it). ``channels``: feature maps shown per stage (the most active ones). Each figure's
+    ``get_label()`` is its file name stem.
     """
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
@@ -183,9 +186,8 @@ def show(checkpoint_or_predictor, image, out: str | os.PathLike | None = None, *
     figures.append(_maps_figure(result, predictor, model_name, channels))
     figures[-1].set_label(f"{model_name}-feature-maps")
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         for fig in figures:
-            fig.savefig(out / f"{fig.get_label()}.png", dpi=150, facecolor="white", metadata={"Software": None})
+            save_figure(fig, Path(out) / f"{fig.get_label()}.png", hint="-o DIR", dpi=150, facecolor="white",
+                        metadata={"Software": None})
     return figures
 

@@ -50,7 +50,26 @@ def _pyplot():
     return plt
 
 
-def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
+def save_figure(fig, path: str | os.PathLike, *, hint: str | None = None, **savefig_kwargs) -> Path:
+    """``fig.savefig`` written atomically (:func:`classicnets.checkpoint.atomic_write`): the file
+    is whole or not there, and a failure is an :class:`~classicnets.errors.OutputError` naming
+    ``path`` and suggesting ``hint``. The format is the suffix's (PNG without one)."""
+    from .checkpoint import atomic_write
+
+    path = Path(path)
+    fmt = savefig_kwargs.pop("format", None) or path.suffix.lower().lstrip(".") or "png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **savefig_kwargs), hint=hint)
+    return path
+
+
+def _save_and_close(plt, fig, path, hint: str | None) -> Path:
+    try:
+        return save_figure(fig, path, hint=hint, dpi=110)
+    finally:
+        plt.close(fig)
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "", *, hint: str | None = None) -> Path:
     """Train/test loss and accuracy against epoch, side by side, saved as PNG."""
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
@@ -69,12 +88,11 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_and_close(plt, fig, path, hint)
 
 
-def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str = "") -> Path:
+def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str = "", *,
+                   hint: str | None = None) -> Path:
     """A confusion matrix (rows: true class, columns: predicted) with counts in the cells."""
     plt = _pyplot()
     import numpy as np
@@ -95,9 +113,7 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, t
                 for j in range(k):
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if cm[i, j] > thresh else "black")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_and_close(plt, fig, path, hint)
 
 
 def format_confusion(confusion: list[list[int]], classes: list[str]) -> str:

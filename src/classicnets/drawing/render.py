@@ -10,6 +10,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import ClassicNetsError
+from ..report import save_figure
 from .geometry import (
     _FS_NOTE,
     _FS_OP,
@@ -67,8 +68,10 @@ def draw(model_or_name: str | nn.Module | Layout, input_size: Sequence[int] | No
     return fig
 
 
-def save(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Write a figure as SVG (text kept as text: small and crisp), PNG or PDF, by the suffix."""
+def save(fig, path: str | os.PathLike, dpi: int = 150, *, hint: str | None = None) -> Path:
+    """Write a figure as SVG (text kept as text: small and crisp), PNG or PDF, by the suffix;
+    atomically, creating its folder (a failure is an :class:`~classicnets.errors.OutputError`
+    naming ``path`` and suggesting ``hint``, the option that writes elsewhere)."""
     import matplotlib
 
     path = Path(path)
@@ -79,8 +82,7 @@ def save(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     rc = {"svg.fonttype": "none", "svg.hashsalt": "classicnets"}
     metadata = {"Date": None} if fmt == "svg" else ({"Software": None} if fmt == "png" else {"CreationDate": None})
     with matplotlib.rc_context(rc):
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=metadata, facecolor="white")
-    return path
+        return save_figure(fig, path, hint=hint, format=fmt, dpi=dpi, metadata=metadata, facecolor="white")
 
 
 # ----------------------------------------------------------------------------------------------
