@@ -149,3 +149,11 @@ def test_summary_of_a_large_input_allocates_nothing(cli):
     code, out, err = cli("summary", "vgg16", "--input-size", "3", "60000", "60000")
     assert code == 0, err
     assert "60000 x 60000 x 64" in out
+
+
+def test_train_out_naming_a_file_is_refused_before_training(cli, tmp_path):
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("mine")
+    refused(cli("train", "lenet5", "--data", tmp_path / "no-such-data", "--out", not_a_folder),
+            f"{not_a_folder} is a file, not a folder", "--out DIR")
+    assert not_a_folder.read_text() == "mine"

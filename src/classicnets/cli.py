@@ -246,7 +246,7 @@ def _add_model_commands(sub) -> None:
     s.add_argument("model")
     s.add_argument("--input-size", nargs=3, type=positive_int, metavar=("C", "H", "W"))
     s.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="builder argument, e.g. shortcut=B")
-    s.add_argument("-o", "--output", metavar="FILE", help="a .svg, .png or .pdf file (default: MODEL.svg)")
+    s.add_argument("-o", "--output", metavar="FILE", help="a .svg, .png or .pdf file, or a folder (default: MODEL.svg)")
     s.set_defaults(func=cmd_draw)
 
 
@@ -282,7 +282,8 @@ def _add_checkpoint_commands(sub) -> None:
     s = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked against PyTorch")
     s.add_argument("checkpoint")
     s.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    s.add_argument("-o", "--output", help="output file (default: next to the checkpoint)")
+    s.add_argument("-o", "--output", help="output file, or a folder to write the default name into "
+                   "(default: next to the checkpoint)")
     s.add_argument("--no-check", action="store_true", help="skip the output comparison")
     s.set_defaults(func=cmd_export)
 

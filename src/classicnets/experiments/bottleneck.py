@@ -31,6 +31,7 @@ from ..data.pipeline import BatchLoader
 from ..models import create_model
 from ..models.base import ClassicNet
 from ..models.nin import scaled_maps
+from ..report import save_figure
 from ..summary_table import summary
 from . import register_experiment
 from .common import finish, pyplot, sd, torch_threads
@@ -305,5 +306,5 @@ def _plot(path: Path, cost: _Cost, nets: dict, batch: int) -> None:
     axes[3].set(title="(b) Fashion-MNIST test acc. (%)")
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, hint="--out DIR", dpi=110)
     plt.close(fig)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import atomic_write_text
 from ..report import machine_info
 
 
@@ -83,8 +84,8 @@ def finish(out: Path, *, name: str, title: str, protocol: str, started: float, s
         "figures": list(figures),
         "conclusion": conclusion,
     }
-    (out / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out / "report.md").write_text(render_report(doc))
+    atomic_write_text(out / "results.json", json.dumps(doc, indent=2) + "\n", hint="--out DIR")
+    atomic_write_text(out / "report.md", render_report(doc), hint="--out DIR")
     return doc
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ClassicNetsError
-from ..train.loop import TrainConfig, train
+from ..report import save_figure
+from ..train import TrainConfig, train
 from . import register_experiment
 from .common import finish, pyplot, runs_directory
 
@@ -205,7 +206,7 @@ def _plot(path: Path, curves: dict, depths, kinds, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, hint="--out DIR", dpi=110)
     plt.close(fig)
 
 

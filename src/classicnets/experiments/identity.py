@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..models import create_model
 from ..models.resnet import BasicBlock
+from ..report import save_figure
 from . import register_experiment
 from .common import finish, pyplot, torch_threads
 
@@ -143,7 +144,7 @@ def _plot(path: Path, curves: dict[str, list[list[float]]], threshold: float, n_
            title=f"One BasicBlock (16 maps, 8x8) learning the identity, {n_seeds} seeds")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, hint="--out DIR", dpi=110)
     plt.close(fig)
 
 

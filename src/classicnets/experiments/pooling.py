@@ -12,7 +12,8 @@ import statistics
 import time
 from pathlib import Path
 
-from ..train.loop import TrainConfig, train
+from ..report import save_figure
+from ..train import TrainConfig, train
 from ..train.recipes import recipe_for
 from . import register_experiment
 from .common import finish, pyplot, runs_directory, sd
@@ -86,7 +87,7 @@ def run_pooling(out: Path, protocol: str = "quick", *, seeds: tuple[int, ...] | 
         ax.set(title=d, ylabel="test accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"LeNet-5 pooling and activation, {len(seeds)} seeds (bars: mean, whiskers: 1 s.d.)")
-    fig.savefig(out / "pooling.png", dpi=110)
+    save_figure(fig, out / "pooling.png", hint="--out DIR", dpi=110)
     plt.close(fig)
 
     text = conclusion(mean, spread, variants, datasets, len(seeds))

@@ -15,7 +15,8 @@ import statistics
 import time
 from pathlib import Path
 
-from ..train.loop import TrainConfig, train
+from ..report import save_figure
+from ..train import TrainConfig, train
 from ..train.recipes import recipe_for
 from . import register_experiment
 from .common import finish, pyplot, runs_directory
@@ -123,7 +124,7 @@ def _plot(path: Path, acc: dict, mean: dict, sizes: tuple[int, ...]) -> None:
            title="LeNet-5: digit features moved to Fashion-MNIST")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, hint="--out DIR", dpi=110)
     plt.close(fig)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..arguments import key_values, nonneg_float, positive_float, positive_int
+from ..checkpoint import check_output
 from ..data.imageset import available_memory, format_bytes
 from ..errors import ClassicNetsError, InputError
 from ..models import model_card
@@ -146,6 +147,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise InputError(f"--batch-size {cfg.batch_size} at {size[0]}x{size[1]}: a training step of {cfg.model} "
                          f"needs about {format_bytes(needed)} of memory, and {format_bytes(free)} is available: "
                          f"use a smaller --batch-size or --input-size")
+    if cfg.out:
+        check_output(Path(cfg.out) / "model.safetensors", "--out DIR")  # --out naming a file, not a folder
     if cfg.out and not cfg.resume:
         found = [name for name in RUN_FILES if (Path(cfg.out) / name).exists()]
         if found and not cfg.force:
