@@ -1,21 +1,27 @@
 """Image folders: class discovery, every image mode, resizing, bad files, streaming."""
 
+import unicodedata
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+import classicnets.data.image as image_module
 import classicnets.data.imageset as imageset
 from classicnets.data.folder import (
     ImageFolderStream,
     convert_image,
     estimate_bytes,
+    image_files,
     load_image,
     load_image_folder,
     scan_image_folder,
 )
+from classicnets.data.image import cover_box
 from classicnets.data.imageset import InsufficientMemoryError
 from classicnets.errors import DataFormatError
 
@@ -193,16 +199,18 @@ def test_bad_images_in_folder(tmp_path):
 
 
 def test_all_bad_is_an_error(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x.png").write_bytes(b"nope")
-    with pytest.warns(UserWarning), pytest.raises(DataFormatError, match="none of the 1 images"):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "x.png").write_bytes(b"nope")
+    with pytest.warns(UserWarning), pytest.raises(DataFormatError, match="none of the 2 images"):
         load_image_folder(tmp_path, 8, skip_bad=True)
 
 
 def test_native_size_must_agree(tmp_path):
     (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
     solid("L", (10, 10), 1).save(tmp_path / "a" / "1.png")
-    solid("L", (10, 10), 2).save(tmp_path / "a" / "2.png")
+    solid("L", (10, 10), 2).save(tmp_path / "b" / "2.png")
     data = load_image_folder(tmp_path, None, 1)
     assert data.images.shape == (2, 1, 10, 10)
     solid("L", (12, 10), 3).save(tmp_path / "a" / "3.png")
@@ -253,3 +261,158 @@ def test_stream_matches_in_memory(tmp_path):
     assert mean == pytest.approx(data.mean) and std == pytest.approx(data.std)
     with pytest.raises(DataFormatError, match="needs size"):
         ImageFolderStream(tmp_path, None)
+
+
+# ---- which files count: one rule for folders and predict DIR --------------------------------
+
+def test_image_files_one_rule(tmp_path):
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    for name in ("a.png", "b.TIF", "c.jfif", "e.pgm", "sub/f.tiff", "g.jpe"):
+        solid("L", (4, 4), 9).save(d / name, format="PNG")  # contents do not decide: the name does
+    (d / "._a.png").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    for junk in (".hidden", "__MACOSX", "__pycache__", ".ipynb_checkpoints"):
+        (d / junk).mkdir()
+        solid("L", (4, 4), 9).save(d / junk / "x.png")
+    (d / "notes.txt").write_text("not an image")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    solid("L", (4, 4), 9).save(outside / "o.png")
+    (d / "linked").symlink_to(outside, target_is_directory=True)  # followed
+    (d / "sub" / "up").symlink_to(d, target_is_directory=True)  # a loop: never walked twice
+    (d / "again").symlink_to(outside, target_is_directory=True)  # the same folder twice: once
+    (d / "loop.png").symlink_to(d / "loop.png")  # a file link loop still counts: reading it says so
+    names = [str(p.relative_to(d)) for p in image_files(d)]
+    assert names == ["a.png", "again/o.png", "b.TIF", "c.jfif", "e.pgm", "g.jpe", "loop.png", "sub/f.tiff"]
+    assert image_files(d) == image_files(d)
+    with pytest.raises(DataFormatError, match="loop.png: symlink loop"):
+        load_image(d / "loop.png", 8)
+
+
+def test_class_folders_skip_junk_and_are_nfc(tmp_path):
+    nfd = unicodedata.normalize("NFD", "café")
+    for name in (nfd, "thé", "__MACOSX", ".ipynb_checkpoints", "__pycache__", ".git"):
+        (tmp_path / name).mkdir()
+        solid("L", (4, 4), 9).save(tmp_path / name / "1.png")
+    files, labels, classes = scan_image_folder(tmp_path)
+    assert classes == [unicodedata.normalize("NFC", "café"), "thé"] and labels == [0, 1]
+    assert [c == unicodedata.normalize("NFC", c) for c in classes] == [True, True]
+    (tmp_path / unicodedata.normalize("NFC", "café")).mkdir()
+    with pytest.raises(DataFormatError, match="another Unicode form"):
+        scan_image_folder(tmp_path)
+
+
+def test_empty_class_and_single_class_are_errors(tmp_path):
+    (tmp_path / "a").mkdir()
+    solid("L", (4, 4), 9).save(tmp_path / "a" / "1.png")
+    with pytest.raises(DataFormatError, match=rf"{tmp_path}: only one class folder \(a\)"):
+        scan_image_folder(tmp_path)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(DataFormatError, match=rf"{tmp_path / 'b'}: class folder with no images"):
+        scan_image_folder(tmp_path)
+
+
+# ---- pixels: deep values, transparency, unsupported modes ----------------------------------
+
+@pytest.mark.parametrize("values, mode, expect", [
+    ([0.0, 0.5, 1.0], "F", [0, 128, 255]),  # float in [0, 1]
+    ([0.0, 100.4, 255.0], "F", [0, 100, 255]),  # float 0-255
+    ([0.0, 32896.0, 65535.0], "F", [0, 128, 255]),  # float 0-65535
+    ([-1.0, 0.0, 1.0], "F", [0, 128, 255]),  # anything else: its own range
+    ([0, 128, 255], "I", [0, 128, 255]),  # int32 holding 8 bits
+    ([0, 32896, 65535], "I", [0, 128, 255]),  # int32 holding 16 bits
+    ([-70000, 0, 70000], "I", [0, 128, 255]),
+    ([0, 128, 255], "I;16", [0, 0, 1]),  # a 16-bit file is 16-bit: scaled by its type
+])
+def test_deep_pixels_scaled_by_their_range(values, mode, expect):
+    dtype = {"F": np.float32, "I": np.int32, "I;16": np.uint16}[mode]
+    img = Image.fromarray(np.array([values], dtype=dtype))
+    assert img.mode == mode
+    assert convert_image(img, None, 1)[0, 0].tolist() == expect
+
+
+def test_nan_pixels_are_refused(tmp_path):
+    path = _saved(tmp_path, "nan.tif", Image.fromarray(np.array([[0, np.nan]], np.float32)))
+    with pytest.raises(DataFormatError, match="nan.tif: float pixels include NaN"):
+        load_image(path, 4)
+
+
+def _drawing(colour, alpha, mode="RGBA"):
+    a = np.zeros((12, 12, len(mode)), np.uint8)
+    a[..., :-1] = colour
+    a[3:9, 5:7, -1] = alpha  # a stroke; transparent elsewhere
+    return Image.fromarray(a, mode)
+
+
+@pytest.mark.parametrize("img, stroke, elsewhere", [
+    (_drawing(255, 255), 255, 0),  # white ink on transparent: the alpha is the drawing
+    (_drawing((255, 0, 0), 255), 76, 255),  # a dark (red) ink: on white
+    (_drawing(0, 255), 0, 255),  # black ink on transparent: on white, as before
+    (_drawing(255, 200, "LA"), 200, 0),
+    (_drawing(0, 200, "LA"), 55, 255),
+])
+def test_ink_in_the_alpha_is_laid_on_a_contrasting_background(img, stroke, elsewhere):
+    t = convert_image(img, None, 1)[0]
+    assert t[5, 5].item() == stroke and t[0, 0].item() == elsewhere
+
+
+def test_transparent_picture_composited_over_white():
+    a = np.zeros((12, 12, 4), np.uint8)
+    a[..., 0] = np.arange(12) * 20  # colours vary: a picture, not an ink
+    a[:, 6:, 3] = 255
+    t = convert_image(Image.fromarray(a, "RGBA"), None, 3)
+    assert t[:, 0, 0].tolist() == [255, 255, 255] and t[:, 0, 8].tolist() == [160, 0, 0]
+
+
+def test_unsupported_mode_is_named_not_called_corrupt(tmp_path):
+    path = _saved(tmp_path, "lab.tif", solid("LAB", (8, 8), (50, 0, 0)))
+    with pytest.raises(DataFormatError, match=r"lab.tif: unsupported colour mode LAB: convert it to RGB"):
+        load_image(path, 4)
+
+
+def test_pixel_limit_is_ours(tmp_path, monkeypatch):
+    path = _saved(tmp_path, "big.png", solid("L", (100, 60), 9))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow alone would refuse it, or warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(path, None).shape == (3, 60, 100)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # put back
+    monkeypatch.setattr(image_module, "MAX_PIXELS", 5999)
+    with pytest.raises(DataFormatError, match=r"big.png: 100x60 pixels .* shrink it first"):
+        load_image(path, 8)
+
+
+# ---- geometry: the cover-crop box is always inside the image ---------------------------------
+
+ZOO_SIZES = [(28, 28), (32, 32), (224, 224), (227, 227)]
+MODES = ["1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I", "I;16", "F"]
+
+
+def _box_fits(width, height, size):
+    left, top, right, bottom = cover_box(width, height, size)
+    assert 0 <= left <= right <= width and 0 <= top <= bottom <= height
+    h, w = size
+    assert (right - left) * h == pytest.approx((bottom - top) * w, rel=1e-9)  # the output's aspect
+    assert right - left == width or bottom - top == height  # the limiting side spans the image
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4000), st.integers(1, 4000), st.sampled_from(MODES), st.sampled_from(ZOO_SIZES),
+       st.sampled_from([1, 3]))
+def test_every_size_and_mode_gives_the_right_shape(width, height, mode, size, channels):
+    _box_fits(width, height, size)
+    t = convert_image(Image.new(mode, (width, height)), size, channels)
+    assert t.shape == (channels, *size) and t.dtype == torch.uint8
+
+
+def test_ten_thousand_random_sizes_are_accepted(tmp_path):
+    rng = np.random.default_rng(2024)
+    sizes = rng.integers(1, 4001, (10_000, 2))
+    for i, (width, height) in enumerate(sizes.tolist()):
+        _box_fits(width, height, ZOO_SIZES[i % 4])
+    for width, height in sizes[:100].tolist():  # a sample through the whole conversion
+        assert convert_image(Image.new("L", (width, height)), (28, 28), 1).shape == (1, 28, 28)
+    for width, height in sizes[100:106].tolist():  # and through files
+        path = _saved(tmp_path, f"{width}x{height}.jpg", Image.new("RGB", (width, height), (9, 99, 199)))
+        assert load_image(path, (227, 227), 3).shape == (3, 227, 227)

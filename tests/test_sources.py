@@ -1,5 +1,8 @@
 """Where splits come from: image folders (in memory or streamed) and IDX directories."""
 
+import shutil
+import unicodedata
+
 import numpy as np
 import pytest
 import torch
@@ -43,6 +46,7 @@ def test_folder_split_streamed_matches_in_memory(tmp_path):
         assert torch.equal(image, mem.images[i]) and label == mem.labels[i]
 
 
+@pytest.mark.slow
 def test_training_from_a_streamed_folder_equals_training_in_memory(tmp_path, monkeypatch):
     root = _folder(tmp_path / "data")
     cfg = dict(model="lenet5", dataset=None, data_dir=str(root), epochs=1, batch_size=8, quiet=True)
@@ -75,3 +79,27 @@ def test_unrecognised_directory_says_what_was_expected(tmp_path):
         load_split(None, tmp_path, "train", size=(32, 32), channels=1)
     with pytest.raises(DataFormatError, match="does not exist"):
         load_split(None, tmp_path / "missing", "train", size=(32, 32), channels=1)
+
+
+def test_a_test_split_alone_with_the_statistics_given(tmp_path):
+    root = _folder(tmp_path)
+    for f in (root / "train" / "circle").iterdir():
+        f.write_bytes(b"broken: never read when the statistics are given")
+    for stream in (False, True):
+        data = load_split(None, root, "test", size=(32, 32), channels=1, stats=([0.5], [0.25]), stream=stream)
+        assert data.mean == (0.5,) and data.std == (0.25,) and len(data) == 24
+    shutil.rmtree(root / "train")
+    assert len(load_split(None, root, "test", size=(32, 32), channels=1, stats=([0.5], [0.25]))) == 24
+    with pytest.raises(DataFormatError, match="no train/ folder for the train split"):
+        load_split(None, root, "train", size=(32, 32), channels=1)
+
+
+def test_class_names_compare_in_nfc(tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    for name in (nfc, "thé"):
+        (tmp_path / "test" / name).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / "test" / name / "1.png")
+    data = load_split(None, tmp_path, "test", size=(8, 8), channels=1, classes=[nfd, "thé"])  # a macOS checkpoint
+    assert data.classes == [nfc, "thé"]
+    with pytest.raises(DataFormatError, match="differ from the model's"):
+        load_split(None, tmp_path, "test", size=(8, 8), channels=1, classes=["cafe", "thé"])

@@ -17,6 +17,8 @@ from .device import autocast, pick_device
 from .distributed import DistInfo, all_reduce_sum
 from .report import format_confusion, plot_confusion
 
+OUT_HINT = "--out DIR"  # the option of `classicnets evaluate` that writes elsewhere
+
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *,
@@ -51,32 +53,42 @@ def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *,
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
                         split: str = "test", out: str | os.PathLike | None = None, device: str = "auto",
-                        batch_size: int = 500) -> dict:
+                        batch_size: int = 500, figure: bool = True) -> dict:
     """Metrics of ``checkpoint`` on a split of a dataset (by default the one it was trained on).
 
-    Writes ``confusion.png`` into ``out`` (default: the checkpoint's directory).
+    Writes ``confusion.png`` into ``out`` (default: the checkpoint's directory; created if
+    missing); with ``figure=False`` only names it (``result["confusion_png"]``): write it with
+    :func:`save_confusion`, e.g. once the numbers are shown.
     """
+    png = ckpt.check_output(Path(out or ckpt.resolve(checkpoint).parent) / "confusion.png", OUT_HINT)
     dev = pick_device(device)
     model, meta = build_from_checkpoint(checkpoint, dev)
     if dataset is None and data_dir is None:  # the data it was trained on
         dataset, data_dir = meta.get("dataset"), meta.get("data_dir")
     channels, *size = meta["input_size"]
+    # The checkpoint carries the training statistics, so only the split evaluated is read.
     data = load_split(dataset, data_dir, split, size=tuple(size), channels=channels, classes=meta["classes"],
-                      any_idx_pair=True)
+                      any_idx_pair=True, stats=(meta["mean"], meta["std"]))
     loader = make_loader(data, batch_size, mean=meta["mean"], std=meta["std"],
                          size=tuple(size), device=dev)
     metrics = evaluate_model(model, loader, meta["num_classes"])
     classes = meta["classes"]
-    out_dir = Path(out) if out else ckpt.resolve(checkpoint).parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = plot_confusion(metrics["confusion"], classes, out_dir / "confusion.png",
-                         title=f"{meta['model']} on {data.name}: {metrics['accuracy']:.2%}")
-    return {
+    result = {
         "checkpoint": str(checkpoint), "model": meta["model"], "data": data.name, "count": metrics["count"],
         "accuracy": metrics["accuracy"], "loss": metrics["loss"],
         "per_class_accuracy": dict(zip(classes, metrics["per_class_accuracy"], strict=True)),
         "classes": classes, "confusion": metrics["confusion"], "confusion_png": str(png),
     }
+    if figure:
+        save_confusion(result)
+    return result
+
+
+def save_confusion(result: dict) -> Path:
+    """Write the confusion matrix of an :func:`evaluate_checkpoint` result as the PNG it names;
+    atomically (an :class:`~classicnets.errors.OutputError` if it cannot be written)."""
+    return plot_confusion(result["confusion"], result["classes"], Path(result["confusion_png"]),
+                          title=f"{result['model']} on {result['data']}: {result['accuracy']:.2%}", hint=OUT_HINT)
 
 
 def format_evaluation(result: dict) -> str:
@@ -85,6 +97,5 @@ def format_evaluation(result: dict) -> str:
              "", "per-class accuracy:"]
     for name, acc in result["per_class_accuracy"].items():
         lines.append(f"  {name:<16} {acc:7.2%}")
-    lines += ["", "confusion matrix (rows: true class):", format_confusion(result["confusion"], result["classes"]),
-              "", f"wrote {result['confusion_png']}"]
+    lines += ["", "confusion matrix (rows: true class):", format_confusion(result["confusion"], result["classes"])]
     return "\n".join(lines)

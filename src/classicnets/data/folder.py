@@ -1,9 +1,10 @@
 """A folder of images, one sub-folder per class: ``root/<class>/<any/depth>/<image>``.
 
-Class names are the sorted sub-folder names (label = index). Every image, whatever its mode
-(L, RGB, RGBA, P, CMYK, 16-bit...), goes through :func:`convert_image`: to grayscale or RGB,
-then scaled so it covers ``size`` and centre-cropped to it (bilinear, antialiased). Training
-and prediction both use this one function, so a model sees its inputs the way it was trained.
+Class names are the sorted sub-folder names, in Unicode NFC (label = index), so a folder named
+on macOS (NFD) and on Linux (NFC) gives the same classes. Which files count is one rule,
+:func:`image_files`, shared with ``classicnets predict DIR``. Every image, whatever its mode,
+goes through :func:`~classicnets.data.image.convert_image`, so a model sees its inputs the way
+it was trained.
 
 Small folders load whole into an :class:`ImageSet` (:func:`load_image_folder`); folders too
 big for memory are read image by image from disk with :class:`ImageFolderStream`.
@@ -12,159 +13,124 @@ big for memory are read image by image from disk with :class:`ImageFolderStream`
 
 from __future__ import annotations
 
-import math
 import os
 import sys
+import unicodedata
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..errors import DataFormatError
+from .image import Size, check_args, exif_orientation, open_image, read_image
+from .image import convert_image as convert_image  # re-exported: the one conversion
+from .image import load_image as load_image
 from .imageset import ImageSet, channel_stats, check_memory
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})  # lower case
-ALPHA_BACKGROUND = 255  # transparent pixels become white, as an image viewer shows them
-_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
-
-Size = tuple[int, int]
-
-
-def _check_args(size, channels) -> Size | None:
-    if channels not in (1, 3):
-        raise DataFormatError(f"channels={channels!r}: expected 1 (grayscale) or 3 (RGB)")
-    if size is None:
-        return None
-    if isinstance(size, int):
-        size = (size, size)
-    size = tuple(size)
-    if len(size) != 2 or not all(isinstance(s, int | np.integer) and s > 0 for s in size):
-        raise DataFormatError(f"size={size!r}: expected (height, width), two positive integers")
-    return (int(size[0]), int(size[1]))
+# Lower case; every one a format Pillow reads.
+IMAGE_EXTENSIONS = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif",
+                              ".tif", ".tiff", ".webp", ".pbm", ".pgm", ".ppm", ".pnm"})
+# Folders that tools leave behind, never data: besides these, every name starting with "." is skipped.
+JUNK_FOLDERS = frozenset({"__MACOSX", "__pycache__", ".ipynb_checkpoints"})
 
 
-# --------------------------------------------------------------------------------------------
-# One image
+def skipped(name: str) -> bool:
+    """Hidden files and folders (``.git``, macOS's ``._a.png``) and tool folders are never data."""
+    return name.startswith(".") or name in JUNK_FOLDERS
 
 
-def convert_image(img: Image.Image, size: Size | int | None = None, channels: int = 3) -> torch.Tensor:
-    """A PIL image as a uint8 tensor (channels, H, W): grayscale or RGB, covering ``size``.
+def _is_dir(entry: os.DirEntry) -> bool:
+    """A folder, or a link to one; a link loop or a broken link is not."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
-    - EXIF orientation is applied (photos from phones are stored sideways).
-    - 16-bit images are scaled to 8 bits (value / 257), not clipped.
-    - Transparency is composited over white (:data:`ALPHA_BACKGROUND`).
-    - Grayscale uses ITU-R 601-2 luma (Pillow's ``L``); CMYK goes through Pillow's RGB conversion.
-    - With ``size=(H, W)`` the image is scaled so it covers H x W (shorter side first), then
-      centre-cropped, in one bilinear resampling step that is antialiased when shrinking;
-      ``size=None`` keeps the image's own size.
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files under ``folder`` at any depth, sorted: the one rule for which files count.
+
+    Hidden and junk names (:func:`skipped`) are left out; files count by their extension
+    (:data:`IMAGE_EXTENSIONS`, any case). Symlinked folders are followed, but a folder already
+    walked (a link back up the tree, or a second link to the same place) is not walked again.
+    A file that cannot be read (a symlink loop, a broken link) still counts, so reading it
+    says what is wrong with it.
     """
-    size = _check_args(size, channels)
-    try:
-        img = ImageOps.exif_transpose(img) or img
-    except (OSError, SyntaxError, ValueError, KeyError, TypeError):
-        pass  # unreadable EXIF: the pixels are still good, keep them as stored
-    mode = img.mode
-    if mode in _SIXTEEN_BIT_MODES:
-        a = np.asarray(img).astype(np.int64)
-        img = Image.fromarray(((np.clip(a, 0, 65535) + 128) // 257).astype(np.uint8), "L")
-    elif mode == "F":
-        img = Image.fromarray(np.clip(np.rint(np.asarray(img)), 0, 255).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (ALPHA_BACKGROUND,) * 3 + (255,))
-        img = Image.alpha_composite(background, rgba)
-    img = img.convert("L" if channels == 1 else "RGB")
-    if size is not None and (img.height, img.width) != size:
-        img = _cover_crop(img, size)
-    a = np.array(img, dtype=np.uint8)  # a copy, so the tensor owns writable memory
-    t = torch.from_numpy(a)
-    return t.unsqueeze(0) if channels == 1 else t.permute(2, 0, 1).contiguous()
+    folder = Path(folder)
+    seen = {os.path.realpath(folder)}
+    found: list[Path] = []
+    pending = [folder]
+    while pending:
+        here = pending.pop()
+        try:
+            entries = sorted(os.scandir(here), key=lambda e: e.name)
+        except OSError as e:
+            raise DataFormatError(f"{here}: cannot list the folder ({e.strerror})") from None
+        for entry in entries:
+            if skipped(entry.name):
+                continue
+            if _is_dir(entry):
+                real = os.path.realpath(entry.path)
+                if real not in seen:
+                    seen.add(real)
+                    pending.append(Path(entry.path))
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(Path(entry.path))
+    return sorted(found)
 
 
-def _cover_crop(img: Image.Image, size: Size) -> Image.Image:
-    """Resize so the image covers ``size`` and crop the centre, as one resampling of a box."""
-    h, w = size
-    scale = max(h / img.height, w / img.width)
-    box_w, box_h = w / scale, h / scale  # the part of the source that ends up in the output
-    left, top = (img.width - box_w) / 2, (img.height - box_h) / 2
-    return img.resize((w, h), Image.Resampling.BILINEAR, box=(left, top, left + box_w, top + box_h))
-
-
-def _open(path: Path, size: Size | None, channels: int) -> torch.Tensor:
-    try:
-        with Image.open(path) as img:
-            if size is not None and img.format == "JPEG":
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is far larger than
-                # needed, keeping the shorter side at least twice the largest output side: a
-                # 12 MP photo becomes a 32x32 input several times faster, with no visible change.
-                short = min(img.size)
-                need = 2 * max(size)
-                if short > need:
-                    img.draft(img.mode, (math.ceil(img.width * need / short),
-                                         math.ceil(img.height * need / short)))
-            img.load()
-            return convert_image(img, size, channels)
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: no such file (expected an image)") from None
-    except (IsADirectoryError, PermissionError) as e:
-        raise DataFormatError(f"{path}: cannot open ({e.strerror}); expected an image file") from None
-    except UnidentifiedImageError:
-        raise DataFormatError(f"{path}: not an image file that can be read; expected PNG, JPEG, "
-                              f"BMP, GIF or WebP") from None
-    except Image.DecompressionBombError as e:
-        raise DataFormatError(f"{path}: refused, too many pixels ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt data
-        raise DataFormatError(f"{path}: truncated or corrupt image ({e})") from None
-
-
-def load_image(path: str | os.PathLike, size: Size | int | None = None, channels: int = 3) -> torch.Tensor:
-    """Read one image file as uint8 (channels, H, W), converted as in training (:func:`convert_image`)."""
-    size = _check_args(size, channels)
-    return _open(Path(path), size, channels)
-
-
-# --------------------------------------------------------------------------------------------
-# A folder
-
-
-def scan_image_folder(root: str | os.PathLike) -> tuple[list[Path], list[int], list[str]]:
-    """(files, labels, classes) of ``root/<class>/...``; hidden files and folders are skipped."""
-    root = Path(root)
+def class_folders(root: Path) -> list[tuple[str, Path]]:
+    """(class name in NFC, folder) of every class folder under ``root``, sorted by name."""
     if not root.is_dir():
         raise DataFormatError(f"{root}: not a directory; expected a folder with one sub-folder of "
                               f"images per class")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
+    folders: dict[str, Path] = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if skipped(entry.name) or not _is_dir(entry):
+            continue
+        name = unicodedata.normalize("NFC", entry.name)
+        if name in folders:
+            raise DataFormatError(f"{entry.path}: the same class name as {folders[name]} in another Unicode "
+                                  f"form (NFC/NFD); merge the two folders")
+        folders[name] = Path(entry.path)
+    return sorted(folders.items())
+
+
+def scan_image_folder(root: str | os.PathLike) -> tuple[list[Path], list[int], list[str]]:
+    """(files, labels, classes) of ``root/<class>/...``: :func:`class_folders` and :func:`image_files`.
+
+    An empty class folder, or fewer than two classes, is an error naming the folder.
+    """
+    root = Path(root)
+    folders = class_folders(root)
+    if not folders:
         raise DataFormatError(f"{root}: no class folders; expected one sub-folder of images per "
                               f"class (e.g. {root}/cat/1.jpg, {root}/dog/2.jpg)")
     files: list[Path] = []
     labels: list[int] = []
-    for label, cls in enumerate(classes):
-        found = []
-        for dirpath, dirnames, filenames in os.walk(root / cls):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            found.extend(Path(dirpath) / f for f in filenames
-                         if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
-        found.sort()
+    for label, (_, folder) in enumerate(folders):
+        found = image_files(folder)
+        if not found:
+            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise DataFormatError(f"{folder}: class folder with no images; expected files ending in {exts} "
+                                  f"(or remove the folder)")
         files.extend(found)
         labels.extend([label] * len(found))
-    if not files:
-        exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-        raise DataFormatError(f"{root}: no images in the class folders {', '.join(classes[:5])}"
-                              f"{'...' if len(classes) > 5 else ''}; expected files ending in {exts}")
-    return files, labels, classes
+    if len(folders) < 2:
+        raise DataFormatError(f"{root}: only one class folder ({folders[0][0]}); a classifier needs at least "
+                              f"two classes, one sub-folder each")
+    return files, labels, [name for name, _ in folders]
 
 
 def _header_size(path: Path) -> Size:
     """(H, W) from the file header, as displayed (after EXIF rotation), without decoding pixels."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             w, h = img.size
-            orientation = img.getexif().get(0x0112, 1)
+            orientation = exif_orientation(img)
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
         raise DataFormatError(f"{path}: not a readable image ({e})") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
@@ -177,7 +143,7 @@ def estimate_bytes(root: str | os.PathLike, size: Size | int | None = None, chan
     (:func:`classicnets.data.imageset.available_memory`) to choose between loading the folder
     and streaming it with :class:`ImageFolderStream`.
     """
-    size = _check_args(size, channels)
+    size = check_args(size, channels)
     files, _, _ = scan_image_folder(root)
     h, w = size if size is not None else _header_size(files[0])
     return len(files) * channels * h * w
@@ -200,7 +166,7 @@ def load_image_folder(
     naming the file, or with ``skip_bad=True`` is left out with a warning. mean/std are computed
     from the loaded images. Decoding runs on ``workers`` threads (Pillow releases the GIL).
     """
-    size = _check_args(size, channels)
+    size = check_args(size, channels)
     root = Path(root)
     files, labels, classes = scan_image_folder(root)
     h, w = size if size is not None else _header_size(files[0])
@@ -210,7 +176,7 @@ def load_image_folder(
 
     def work(path: Path):
         try:
-            return _open(path, size, channels)
+            return read_image(path, size, channels)
         except DataFormatError as e:
             if not skip_bad:
                 raise
@@ -250,7 +216,7 @@ class ImageFolderStream(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, size: Size | int, channels: int = 3):
-        self.size = _check_args(size, channels)
+        self.size = check_args(size, channels)
         if self.size is None:
             raise DataFormatError("ImageFolderStream needs size=(H, W): batches need one image size")
         self.root = Path(root)
@@ -262,7 +228,7 @@ class ImageFolderStream(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return _open(self.files[index], self.size, self.channels), int(self.labels[index])
+        return read_image(self.files[index], self.size, self.channels), int(self.labels[index])
 
     def mean_std(self, max_images: int = 2000, seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std in [0, 1], estimated from up to ``max_images`` random images."""

@@ -5,8 +5,9 @@ evaluator call. A named dataset is looked up by :func:`~classicnets.data.dataset
 (``data_dir`` first, then the cache, system locations, download). A directory without a name is
 recognised by what it holds:
 
-- ``DIR/train/<class>/*.png`` and ``DIR/test/<class>/*.png`` (or ``val``): a folder of images,
-  each converted to ``channels`` and resized to ``size`` (the model's input);
+- ``DIR/train/<class>/*.png`` and/or ``DIR/test/<class>/*.png`` (or ``val``): a folder of images,
+  each converted to ``channels`` and resized to ``size`` (the model's input); only the split
+  asked for is read when the caller gives the statistics to normalise with (evaluation);
 - one or two IDX image/label pairs under any names (``*-images-idx3-ubyte[.gz]``);
 - an extracted CIFAR-10/100 folder or its tarball.
 """
@@ -14,6 +15,8 @@ recognised by what it holds:
 from __future__ import annotations
 
 import dataclasses
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,13 +61,18 @@ class StreamedSet:
 
 def load_split(dataset: str | None, data_dir: str | Path | None, split: str, *, size: tuple[int, int],
                channels: int, classes: list[str] | None = None,
-               stream: bool | None = None, any_idx_pair: bool = False) -> ImageSet | StreamedSet:
+               stream: bool | None = None, any_idx_pair: bool = False,
+               stats: tuple[Sequence[float], Sequence[float]] | None = None) -> ImageSet | StreamedSet:
     """The ``split`` ("train" or "test") of a named dataset or of a directory.
 
     An image folder is streamed from disk (a :class:`StreamedSet`) when ``stream`` is True, or
     when it is None and the decoded images would not fit comfortably in memory. With
     ``any_idx_pair`` (evaluation), a directory holding a single IDX pair under any names gives
     that pair whatever the split; training needs distinct train and test pairs.
+
+    ``stats`` = (mean, std) are the statistics an image folder's split carries (evaluation gives
+    the checkpoint's, so no other split is read); without them a test split carries those of
+    the folder's train/ split, as every reader's splits do.
     """
     from .datasets import load_dataset
 
@@ -75,8 +83,8 @@ def load_split(dataset: str | None, data_dir: str | Path | None, split: str, *, 
     root = Path(data_dir)
     if not root.exists():
         raise DataFormatError(f"data directory {root} does not exist")
-    if root.is_dir() and _split_dir(root, "train") is not None:
-        return _folder_split(root, split, size, channels, classes, stream)
+    if root.is_dir() and (_split_dir(root, "train") or _split_dir(root, "test")) is not None:
+        return _folder_split(root, split, size, channels, classes, stream, stats)
     if root.is_dir() and _has_idx(root):
         return _idx_split(root, split, classes, any_idx_pair)
     if _looks_like_cifar(root):
@@ -97,26 +105,30 @@ def _split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def _folder_split(root: Path, split: str, size, channels, classes, stream) -> ImageSet | StreamedSet:
+def _folder_split(root: Path, split: str, size, channels, classes, stream, stats) -> ImageSet | StreamedSet:
     from .folder import ImageFolderStream, estimate_bytes, load_image_folder
 
     where = _split_dir(root, split)
     if where is None:
-        raise DataFormatError(f"{root}: has train/ but no {'/ '.join(TEST_NAMES)} folder for the {split} split")
-    train_root = _split_dir(root, "train")
+        wanted = "train/" if split == "train" else "/ ".join(TEST_NAMES) + "/"
+        raise DataFormatError(f"{root}: no {wanted} folder for the {split} split")
+    # A split carries the training split's statistics: given by the caller, else read from train/.
+    stats_root = None if split == "train" or stats is not None else _split_dir(root, "train")
     if stream is None:
         free = available_memory()
-        needed = estimate_bytes(train_root, size, channels) + estimate_bytes(where, size, channels)
+        needed = sum(estimate_bytes(r, size, channels) for r in (where, stats_root) if r is not None)
         stream = free is not None and needed > STREAM_ABOVE_MEMORY_FRACTION * free
+    name = f"{root.name}/{split}"
     if stream:
-        # Normalise with the training split's statistics, as the model was trained.
-        mean, std = ImageFolderStream(train_root, size, channels).mean_std()
         ds = ImageFolderStream(where, size, channels)
-        data = StreamedSet(ds, ds.labels, ds.classes, f"{root.name}/{split}", mean, std, (channels, *size))
+        mean, std = stats or ImageFolderStream(stats_root or where, size, channels).mean_std()
+        data = StreamedSet(ds, ds.labels, ds.classes, name, tuple(mean), tuple(std), (channels, *size))
     else:
-        data = load_image_folder(where, size=size, channels=channels, name=f"{root.name}/{split}")
-        if split != "train":
-            stats_from = load_image_folder(train_root, size=size, channels=channels)
+        data = load_image_folder(where, size=size, channels=channels, name=name)
+        if stats is not None:
+            data.mean, data.std = tuple(stats[0]), tuple(stats[1])
+        elif stats_root is not None:
+            stats_from = load_image_folder(stats_root, size=size, channels=channels)
             data.mean, data.std = stats_from.mean, stats_from.std
     _check_classes(data, classes, where)
     return data
@@ -160,7 +172,9 @@ def _looks_like_cifar(root: Path) -> bool:
 
 
 def _check_classes(data: ImageSet, classes, where) -> None:
-    if classes is not None and list(data.classes) != list(classes):
+    """The folder's classes (NFC, :func:`~classicnets.data.folder.class_folders`) against the
+    model's, compared in NFC: names typed on macOS (NFD) and on Linux (NFC) are the same."""
+    if classes is not None and list(data.classes) != [unicodedata.normalize("NFC", c) for c in classes]:
         raise DataFormatError(f"{where}: classes {data.classes} differ from the model's {list(classes)}")
 
 
