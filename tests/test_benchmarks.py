@@ -252,6 +252,7 @@ def test_peak_text_says_where_bf16_is_emulated(monkeypatch):
     assert peak_text(peak(188.0, 417.0)) == "fp32 188 GFLOP/s, bf16 417 GFLOP/s"
 
 
+@pytest.mark.slow
 def test_bench_lenet_roofline_quick_writes_the_layer_table(tmp_path):
     run_quick("bench_lenet_roofline.py", tmp_path)
     results = json.loads((tmp_path / "lenet_roofline.json").read_text())
@@ -391,6 +392,7 @@ def test_bench_cuda_quick_runs_every_contender_in_its_own_process(tmp_path):
     assert "no GPU: this checks that the benchmark runs" in md and "| tutorial | fp32 | contiguous | no |" in md
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
 def test_bench_cuda_says_so_without_a_gpu(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cuda.py"), "--out", str(tmp_path)],

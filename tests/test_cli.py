@@ -155,6 +155,7 @@ def test_zero_is_a_valid_momentum_and_weight_decay(text):
 
 # ---- as a program ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_python_m_version():
     done = subprocess.run([sys.executable, "-m", "classicnets", "--version"], capture_output=True, text=True,
                           timeout=120)

@@ -53,6 +53,7 @@ def assert_same_training(run: Path, reference: Path) -> None:
     assert m["test_accuracy"] == pytest.approx(ref["test_accuracy"], abs=2e-3)  # a tie may flip
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_learn_what_one_learns(tmp_path, one_process):
     for attempt in range(2):
         out = tmp_path / f"ddp{attempt}"
@@ -93,6 +94,7 @@ def launch_two_ranks(root: Path) -> list[tuple[int, str, str]]:
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes_files_and_logs(tmp_path, one_process):
     """Two ranks, each in its own working directory, with a relative --out: whatever rank 1
     wrote or printed would show."""

@@ -15,6 +15,7 @@ from classicnets.errors import ClassicNetsError
 from test_experiments import check_outputs
 
 
+@pytest.mark.slow
 def test_quick_protocol_in_a_tiny_setting(tmp_path):
     doc = experiments.run_experiment("degradation", out=tmp_path, dataset="digits", train_limit=128, epochs=2,
                                      depths=(20, 32), width=2, verbose=False)
@@ -50,6 +51,7 @@ def _fake_cifar10(root, n_train=50_000, n_test=500):
     return d
 
 
+@pytest.mark.slow
 def test_paper_protocol_dry_run_two_iterations(tmp_path):
     data = _fake_cifar10(tmp_path / "data")
     runs = tmp_path / "runs"
@@ -78,6 +80,7 @@ def test_paper_protocol_dry_run_two_iterations(tmp_path):
     assert "Only depth 20" in doc["conclusion"]
 
 
+@pytest.mark.slow
 def test_cli_passes_data_and_settings(cli, tmp_path, monkeypatch):
     seen = {}
     experiments.list_experiments()  # loads the registry

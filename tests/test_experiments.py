@@ -53,6 +53,7 @@ def test_registry_lists_the_experiments():
         experiments.run_experiment("nope")
 
 
+@pytest.mark.slow
 def test_identity(tmp_path):
     doc = experiments.run_experiment("identity", out=tmp_path, deep="resnet32", steps=30, seeds=(0,))
     check_outputs(tmp_path, "identity")
@@ -125,6 +126,7 @@ def test_lenet_experiments_keep_one_recipe_on_fashion_mnist(name, tmp_path, monk
         assert {k: getattr(cfg, k) for k in checked} == {k: getattr(generic, k) for k in checked}
 
 
+@pytest.mark.slow
 def test_pooling(tmp_path):
     doc = experiments.run_experiment("pooling", out=tmp_path, seeds=(0, 1),
                                      datasets={"digits": {"train_limit": 128, "epochs": 1}},

@@ -25,6 +25,7 @@ def pytorch_logits(run, x):
         return model(x)
 
 
+@pytest.mark.slow
 def test_onnx_command_writes_one_self_contained_file(cli, run_dir, tmp_path):
     code, out, err = cli("export", run_dir, "--format", "onnx")
     assert code == 0, err

@@ -73,6 +73,7 @@ def test_each_fast_model_keeps_its_own_weights():
     assert not torch.allclose(fa(x), fb(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet5", "lenet5_1998", "resnet20", "nin"])
 def test_eager_backend_any_registry_model(name):
     model, x = model_and_input(name, 3)
@@ -83,6 +84,7 @@ def test_eager_backend_any_registry_model(name):
     assert float((fb(x) - want).abs().max()) <= 0.1 * scale(want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet5", "resnet20"])
 def test_jit_backend(name):
     model, x = model_and_input(name, 2)

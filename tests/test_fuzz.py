@@ -156,6 +156,7 @@ def idx_bytes(a: np.ndarray, code: int) -> bytes:
     return bytes([0, 0, code, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.astype(IDX_DTYPES[code]).tobytes()
 
 
+@pytest.mark.slow
 @fuzz(250)
 @given(data=idx_files())
 def test_idx_headers(scratch, data):
@@ -239,6 +240,7 @@ values = st.one_of(arrays, st.none(), st.integers(-3, 12), st.text(max_size=4), 
        meta=st.dictionaries(st.sampled_from([b"label_names", "label_names"]),
                             st.one_of(st.just(C10), st.lists(st.binary(max_size=3), max_size=3), values), max_size=1),
        protocol=st.integers(0, 5), as_list=st.booleans())
+@pytest.mark.slow
 def test_cifar_wrong_contents(scratch, batch, meta, protocol, as_list):
     """Missing keys, arrays of the wrong shape or type, labels that are not integers..."""
     obj = list(batch.items()) if as_list else batch
@@ -334,6 +336,7 @@ def image_files(draw) -> bytes:
     return draw(st.binary(max_size=300))
 
 
+@pytest.mark.slow
 @fuzz(400)
 @given(data=image_files(), channels=st.sampled_from([1, 3]), size=st.sampled_from([(8, 8), (5, 9), None]))
 def test_images(scratch, data, channels, size):
@@ -418,6 +421,7 @@ def safetensors_headers(draw) -> bytes:
     return struct.pack("<Q", length) + raw + draw(st.binary(max_size=64))
 
 
+@pytest.mark.slow
 @fuzz(100)
 @given(data=safetensors_headers())
 def test_checkpoint_lying_headers(scratch, data):
@@ -441,6 +445,7 @@ MODELS = ["lenet5", "lenet5_1998", "resnet20", "nin", "no-such-model", "", "LeNe
 @given(key=st.sampled_from(["model", "num_classes", "in_channels", "classes", "input_size", "data_size", "mean",
                             "std", "model_kwargs", "format"]),
        value=st.sampled_from(MODELS) | json_values | st.just(10**9) | st.just([1, 10**6, 10**6]), delete=st.booleans())
+@pytest.mark.slow
 def test_checkpoint_metadata(scratch, good_checkpoint, key, value, delete):
     """One metadata entry deleted or replaced: an unknown model, another architecture's name,
     a billion classes (which must not build a 300 GB model), wrong types..."""
@@ -462,6 +467,7 @@ def test_checkpoint_metadata(scratch, good_checkpoint, key, value, delete):
 @fuzz(60)
 @given(victim=st.integers(0, 100), shape=st.lists(st.integers(1, 7), min_size=0, max_size=4),
        drop=st.booleans(), extra=st.booleans(), other=st.sampled_from([None, "resnet20", "nin"]))
+@pytest.mark.slow
 def test_checkpoint_wrong_weights(scratch, good_checkpoint, victim, shape, drop, extra, other):
     """A tensor of the wrong shape, a missing or extra tensor, or another architecture's weights."""
     tensors = dict(good_checkpoint["tensors"])

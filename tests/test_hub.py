@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 import classicnets
@@ -25,6 +26,7 @@ def test_hub_exposes_every_model():
     assert sorted(entries) == classicnets.list_models()
 
 
+@pytest.mark.slow
 def test_hub_load_resnet56_passes_builder_arguments():
     model = torch.hub.load(REPO, "resnet56", source="local", num_classes=7, shortcut="B")
     assert isinstance(model, torch.nn.Module)

@@ -46,6 +46,7 @@ IN_HEAP = """
 """
 
 
+@pytest.mark.slow
 @needs_glibc
 def test_large_blocks_come_from_the_heap_when_kept_and_are_mapped_by_default():
     # glibc maps a block this large on its own and unmaps it when it is freed; kept, it is
@@ -58,6 +59,7 @@ def test_large_blocks_come_from_the_heap_when_kept_and_are_mapped_by_default():
 HUGE = IN_HEAP.replace("7_500_000", "25_000_000")  # 100 MB
 
 
+@pytest.mark.slow
 @needs_glibc
 def test_huge_blocks_stay_mapped():
     # Kept on the heap, blocks of ever new large sizes fragmented it without bound (24 GB in a
@@ -84,6 +86,7 @@ REUSE = """
 """
 
 
+@pytest.mark.slow
 @needs_glibc
 def test_kept_memory_is_reused_without_page_faults():
     state, faults = run_fresh(REUSE, keep=True)
@@ -120,6 +123,7 @@ def test_a_refusing_mallopt_is_reported_not_raised(monkeypatch):
     assert memory.keep_freed_memory() == "unavailable: mallopt refused the thresholds"
 
 
+@pytest.mark.slow
 def test_train_the_commands_and_the_fast_path_apply_it(monkeypatch, tmp_path):
     import classicnets.cli as cli
     import classicnets.fast as fast

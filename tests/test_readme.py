@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # [text](target) and ![alt](target), with an optional "title" after the target.
 LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -16,6 +18,7 @@ def markdown_files() -> list[Path]:
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
+@pytest.mark.slow
 def test_generated_sections_are_current():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme.py"), "--check"],
                             capture_output=True, text=True)

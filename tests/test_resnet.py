@@ -83,6 +83,7 @@ def test_table1_blocks_per_stage(name, layers):
     assert [len(getattr(model, f"layer{i}")) for i in (1, 2, 3, 4)] == layers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth", sorted(CIFAR))
 def test_cifar_nets_are_6n_plus_2_layers(depth):
     for prefix in ("resnet", "plain"):
@@ -211,6 +212,7 @@ def test_he_initialisation():
 
 # --- the ClassicNet surface --------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "size"), [("resnet18", 64), ("resnet20", 32), ("plain20", 32)])
 def test_features_head_and_gradients(name, size):
     torch.manual_seed(0)

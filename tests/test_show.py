@@ -99,6 +99,7 @@ def test_show_resnet20_from_a_predictor_with_fewer_channels(resnet20_run, tmp_pa
     assert not list(tmp_path.iterdir())  # nothing written without out=
 
 
+@pytest.mark.slow
 def test_cli_show(cli, trained_run, digit, tmp_path):
     image = tmp_path / "digit.png"
     Image.fromarray(digit[0].numpy()).save(image)

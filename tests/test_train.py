@@ -131,6 +131,7 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
     assert without_timings(metrics(resumed)) == without_timings(metrics(reference))
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, uninterrupted):
     interrupt_after_first_epoch(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
@@ -144,6 +145,7 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, 
     assert not temp_files(tmp_path)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, cli, uninterrupted):
     """Kill -9 the command line mid-run, then ``--resume``: nothing lost, nothing repeated."""
     out = tmp_path / "run"
@@ -319,6 +321,7 @@ def test_stale_temporary_files_of_a_killed_write_are_removed(run_dir):
     dict(optimizer="adamw", lr=1e-3, schedule="cosine", warmup_epochs=0.5, label_smoothing=0.1, grad_clip=1.0),
     dict(schedule="step", milestones=(0.5,), channels_last=False, augment="crop+flip"),
 ])
+@pytest.mark.slow
 def test_training_options_run_and_learn(tmp_path, options):
     result = train(tiny_config(tmp_path, epochs=2, train_limit=2048, **options))
     assert result.history[-1]["test_accuracy"] > 0.3  # 64 steps on 2,048 digits: well above chance (0.1)

@@ -33,6 +33,7 @@ def test_the_last_epoch_is_cut_short_at_the_iteration_count(tmp_path):
     assert [h["step"] for h in r.history] == [8, 11]
 
 
+@pytest.mark.slow
 def test_holdout_is_the_last_images_evaluated_every_epoch_and_never_trained_on(tmp_path):
     r = train(tiny_config(tmp_path / "run", train_limit=None, holdout=500, epochs=1, batch_size=100))
     h = r.history[-1]
@@ -120,6 +121,7 @@ def test_cli_label_smoothing_comes_from_the_recipe_unless_given():
     assert cli_config("lenet5").resolved().label_smoothing == 0.0
 
 
+@pytest.mark.slow
 def test_cli_takes_the_iteration_flags(tmp_path, cli):
     code, out, err = cli("train", "lenet5", "--train-limit", "64", "--batch-size", "32", "--iterations", "3",
                          "--milestone-iterations", "1", "2", "--holdout", "100", "--threads", "1", "--quiet",

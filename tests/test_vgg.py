@@ -69,6 +69,7 @@ def test_batch_norm_after_every_conv():
     assert all(kinds[i + 1] is nn.BatchNorm2d for i, k in enumerate(kinds) if k is nn.Conv2d)
 
 
+@pytest.mark.slow
 def test_forward_and_gradients_reach_the_first_conv(vgg11_bn):
     vgg11_bn.train()
     x = torch.randn(2, 3, 64, 64)  # 64x64 -> 2x2 maps, pooled up to 7x7 by the adaptive pool
