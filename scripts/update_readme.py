@@ -195,6 +195,21 @@ def models_short() -> str:
     return "\n".join(lines)
 
 
+def weights_section(link: Link) -> str:
+    """The shipped weights, from their cards (src/classicnets/weights/*.json)."""
+    from classicnets.weights import list_weights, weights_card
+
+    lines = ["| weights | model | trained on | test accuracy | epochs | training s | reproduced by |",
+             "|---|---|---|---:|---:|---:|---|"]
+    for name in list_weights():
+        c = weights_card(name)
+        m = c["machine"]
+        lines.append(f"| `{name}` | {c['model']} | {c['dataset']} | {c['test_accuracy']:.2%} | {c['epochs']} | "
+                     f"{c['train_seconds']:,.0f} ({m['cpu_capability']}, {m['torch_threads']} threads) | "
+                     f"`{c['command']}` |")
+    return "\n".join(lines)
+
+
 def sections() -> dict[str, Callable[[Link], str]]:
     """Every generated section by name: a function of ``link`` (see ``linker``) giving its text."""
     from classicnets.summary_table import format_cost_table, model_summary, stack_cost
@@ -222,6 +237,7 @@ def sections() -> dict[str, Callable[[Link], str]]:
         "lenet-roofline": lambda link: roofline_section(),
         "models": lambda link: format_models_table(list(_models()), markdown=True),
         "models-short": lambda link: models_short(),
+        "weights": weights_section,
         "summary-lenet5": lambda link: f"{fence}text\n$ classicnets summary lenet5\n{model_summary('lenet5')}\n{fence}",
         "cost": lambda link: (
             f"{fence}text\n$ classicnets cost 32x5\n{cost([(32, 5)])}\n\n"

@@ -34,6 +34,7 @@ from .errors import (
     output_error,
 )
 from .models import create_model
+from .weights import looks_like_a_name, weights_file
 
 FORMAT = "classicnets-checkpoint"
 META_KEY = "classicnets"
@@ -168,9 +169,30 @@ def _read(path: Path, tensors: bool) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def resolve(path: str | os.PathLike, name: str = MODEL_FILE) -> Path:
-    """Accept a run directory or a file inside one."""
+    """Accept a run directory, a file inside one, or the name of shipped weights
+    (:mod:`classicnets.weights`; an existing path wins over a name)."""
+    if is_shipped(path):
+        return weights_file(os.fspath(path))
     path = Path(path)
     return path / name if path.is_dir() else path
+
+
+def is_shipped(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names shipped weights rather than a checkpoint file or run directory (an
+    unknown bare name raises, listing the weights: a typo should not read as a missing file). A
+    folder of the same name that holds no checkpoint, such as the one :func:`home` makes for the
+    outputs about shipped weights, does not hide them."""
+    p = Path(path)
+    if p.is_file() or (p / MODEL_FILE).is_file() or not looks_like_a_name(path):
+        return False
+    weights_file(os.fspath(path))  # raises UnknownWeightsError with the names
+    return True
+
+
+def home(checkpoint: str | os.PathLike) -> Path:
+    """Where outputs about a checkpoint go by default: its run directory; for shipped weights, a
+    folder of their name in the current directory (the installed package is not for writing)."""
+    return Path(os.fspath(checkpoint)) if is_shipped(checkpoint) else resolve(checkpoint).parent
 
 
 # Optimizer state: safetensors holds tensors only, so tensors go in the file and the rest

@@ -24,6 +24,8 @@ EXIT_ALL_FAILED = 4  # predict: no input could be read
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 EXIT_BROKEN_PIPE = 141  # the reader went away (128 + SIGPIPE)
 
+CHECKPOINT_HELP = "a run directory, its model.safetensors, or the name of shipped weights (classicnets weights)"
+
 
 # ---- commands -----------------------------------------------------------------------------
 
@@ -115,7 +117,7 @@ def cmd_predict(args) -> int:
     from .predict import load
 
     predictor = load(args.checkpoint, device=args.device, fast=args.fast or args.precision == "bf16",
-                     precision=args.precision)
+                     precision=args.precision, normalize=not args.no_normalize)
     paths: list[Path] = []
     for item in args.inputs:
         p = Path(item)
@@ -169,12 +171,31 @@ def cmd_draw(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from .checkpoint import resolve
+    from .checkpoint import home
     from .pictures import show
 
-    out = Path(args.output) if args.output else resolve(args.checkpoint).parent
-    for fig in show(args.checkpoint, args.image, out=out, channels=args.channels, device=args.device):
+    out = Path(args.output) if args.output else home(args.checkpoint)
+    for fig in show(args.checkpoint, args.image, out=out, channels=args.channels, device=args.device,
+                    normalize=not args.no_normalize):
         print(f"wrote {out / fig.get_label()}.png")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from .weights import list_weights, weights_card
+
+    cards = [weights_card(name) for name in list_weights()]
+    if args.format == "json":
+        print(json.dumps(cards, indent=2))
+        return 0
+    rows = [("name", "model", "trained on", "test accuracy", "params", "epochs", "seconds"),
+            *[(c["name"], c["model"], c["dataset"], f"{c['test_accuracy']:.2%}", f"{c['params']:,}", str(c["epochs"]),
+               f"{c['train_seconds']:,.0f}") for c in cards]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))))
+    print("\nUse a name wherever a checkpoint goes: classicnets predict lenet5-digits digit.png; each card "
+          "(--format json) has the command that reproduces the weights (scripts/train_weights.py) and their SHA-256.")
     return 0
 
 
@@ -257,7 +278,7 @@ def _add_checkpoint_commands(sub) -> None:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
-    s.add_argument("checkpoint")
+    s.add_argument("checkpoint", help=CHECKPOINT_HELP)
     s.add_argument("--dataset")
     s.add_argument("--data", metavar="DIR")
     s.add_argument("--split", default="test", choices=["train", "test"])
@@ -267,7 +288,7 @@ def _add_checkpoint_commands(sub) -> None:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="top-k classes of images")
-    s.add_argument("checkpoint")
+    s.add_argument("checkpoint", help=CHECKPOINT_HELP)
     s.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
     s.add_argument("--top", type=positive_int, default=3)
     s.add_argument("--fast", action="store_true",
@@ -277,10 +298,13 @@ def _add_checkpoint_commands(sub) -> None:
                         "native bf16)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--format", choices=["text", "json"], default="text")
+    s.add_argument("--no-normalize", action="store_true",
+                   help="predict the images as they are; by default a model of MNIST's digits or Fashion-MNIST reads "
+                        "them as its dataset made its images: light on black, cropped, size-normalised, centred")
     s.set_defaults(func=cmd_predict)
 
     s = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript, checked against PyTorch")
-    s.add_argument("checkpoint")
+    s.add_argument("checkpoint", help=CHECKPOINT_HELP)
     s.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     s.add_argument("-o", "--output", help="output file, or a folder to write the default name into "
                    "(default: next to the checkpoint)")
@@ -288,16 +312,22 @@ def _add_checkpoint_commands(sub) -> None:
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("show", help="first-layer filters and each stage's feature maps of a trained model on an image")
-    s.add_argument("checkpoint")
+    s.add_argument("checkpoint", help=CHECKPOINT_HELP)
     s.add_argument("image")
     s.add_argument("-o", "--output", metavar="DIR", help="where to write the PNGs (default: the checkpoint's folder)")
     s.add_argument("--channels", type=positive_int, default=16, help="feature maps per stage (the most active)")
     s.add_argument("--device", default="cpu")
+    s.add_argument("--no-normalize", action="store_true",
+                   help="show the network the image as it is, not read as its dataset made its images")
     s.set_defaults(func=cmd_show)
 
 
 def _add_study_commands(sub) -> None:
     """The datasets, and the case studies of the papers' claims."""
+    s = sub.add_parser("weights", help="list the trained weights in the box: usable wherever a checkpoint goes")
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.set_defaults(func=cmd_weights)
+
     s = sub.add_parser("datasets", help="list the built-in datasets")
     s.set_defaults(func=cmd_datasets)
 

@@ -12,6 +12,7 @@ from torch import nn
 from . import checkpoint as ckpt
 from .checkpoint import build_from_checkpoint
 from .data.pipeline import BatchLoader, make_loader
+from .data.reading import reading_for
 from .data.sources import load_split
 from .device import autocast, pick_device
 from .distributed import DistInfo, all_reduce_sum
@@ -53,14 +54,16 @@ def evaluate_model(model: nn.Module, loader: BatchLoader, num_classes: int, *,
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, dataset: str | None = None, data_dir: str | None = None,
                         split: str = "test", out: str | os.PathLike | None = None, device: str = "auto",
-                        batch_size: int = 500, figure: bool = True) -> dict:
+                        batch_size: int = 500, figure: bool = True, normalize: bool = True) -> dict:
     """Metrics of ``checkpoint`` on a split of a dataset (by default the one it was trained on).
 
     Writes ``confusion.png`` into ``out`` (default: the checkpoint's directory; created if
     missing); with ``figure=False`` only names it (``result["confusion_png"]``): write it with
-    :func:`save_confusion`, e.g. once the numbers are shown.
+    :func:`save_confusion`, e.g. once the numbers are shown. A folder of images is read as the
+    model's dataset made its images where it has a recipe (:mod:`classicnets.data.reading`;
+    ``normalize=False``: as training reads folders).
     """
-    png = ckpt.check_output(Path(out or ckpt.resolve(checkpoint).parent) / "confusion.png", OUT_HINT)
+    png = ckpt.check_output(Path(out or ckpt.home(checkpoint)) / "confusion.png", OUT_HINT)
     dev = pick_device(device)
     model, meta = build_from_checkpoint(checkpoint, dev)
     if dataset is None and data_dir is None:  # the data it was trained on
@@ -68,7 +71,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, dataset: str | None = 
     channels, *size = meta["input_size"]
     # The checkpoint carries the training statistics, so only the split evaluated is read.
     data = load_split(dataset, data_dir, split, size=tuple(size), channels=channels, classes=meta["classes"],
-                      any_idx_pair=True, stats=(meta["mean"], meta["std"]))
+                      any_idx_pair=True, stats=(meta["mean"], meta["std"]),
+                      reading=reading_for(meta.get("dataset")) if normalize else None)
     loader = make_loader(data, batch_size, mean=meta["mean"], std=meta["std"],
                          size=tuple(size), device=dev)
     metrics = evaluate_model(model, loader, meta["num_classes"])

@@ -116,7 +116,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str = "onnx", output: 
     suffix = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}.get(fmt)
     if suffix is None:
         raise ClassicNetsError(f"--format {fmt!r}: expected onnx or torchscript")
-    path = ckpt.output_file(output, src.with_name(src.name.split(".")[0] + suffix))
+    path = ckpt.output_file(output, ckpt.home(checkpoint) / (src.name.split(".")[0] + suffix))
     # A batch size other than the traced one proves the exported batch dimension is dynamic.
     example, probe = _example_input(meta, 2), _example_input(meta, 5)
     if fmt == "onnx":

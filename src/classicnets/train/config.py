@@ -98,7 +98,8 @@ class TrainConfig:
     model_kwargs: dict = setting(help="builder argument, e.g. shortcut=B", flag="--model-arg", factory=dict,
                                  action="append", metavar="KEY=VALUE", convert=key_values)
     freeze_features: bool = setting(False, "train the head only", action="store_true")
-    init_from: str | None = setting(None, "start from this checkpoint's backbone (transfer)", metavar="CHECKPOINT")
+    init_from: str | None = setting(None, "start from this checkpoint's backbone (transfer): a run directory or "
+                                      "shipped weights, e.g. lenet5-digits", metavar="CHECKPOINT")
     out: str | None = setting(None, "run directory (default runs/MODEL-DATASET-TIMESTAMP)", metavar="DIR")
     resume: bool = setting(False, "continue the run in --out from its last epoch", action="store_true")
     force: bool = setting(False, "replace the run already in --out (its files go when the new run's first "
