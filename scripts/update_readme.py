@@ -27,7 +27,8 @@ README = ROOT / "README.md"
 MAIN_RESULTS = "benchmarks/results/avx512-bf16"
 AVX2_RESULTS = "benchmarks/results/avx2"
 AVX2_COMMAND = f" --out {AVX2_RESULTS} --skip-settings"
-RELIABILITY = "benchmarks/results/avx512-bf16/reliability"
+# The latest kill/resume run (2026-12-06), made after a fresh run began to write only at its first epoch.
+RELIABILITY = "benchmarks/results/avx2/reliability"
 
 # A section's text may link to files: it is given ``link``, which turns a path relative to the
 # repository root into one relative to the file the section is written into.
