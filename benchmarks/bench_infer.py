@@ -53,7 +53,6 @@ Run it with ``.venv/bin/python benchmarks/bench_infer.py``; results go to
 
 from __future__ import annotations
 
-import argparse
 import gc
 import math
 import os
@@ -65,7 +64,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from common import write_results  # benchmarks/*.py (scripts run from this folder)
+from common import script_parser, write_results  # benchmarks/*.py (scripts run from this folder)
 from infer_agreement import compare_logits, probe, run_in_chunks, smooth_images
 
 import classicnets
@@ -398,7 +397,7 @@ def _agreement_lines(results: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = script_parser(__doc__, "inference")
     ap.add_argument("--models", nargs="+", default=["alexnet", "vgg16", "resnet50"])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--reps", type=int, default=5, help="timed rounds after the warm-up round")
@@ -415,10 +414,6 @@ def main(argv=None) -> int:
     ap.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto",
                     help="the bf16 path and its agreement checks: auto = only on CPUs with native bf16")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None,
-                    help="folder for inference.{json,md} (default: benchmarks/results/<this machine>)")
-    ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
-    ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:  # LeNet-5 (32x32), one batch size, one round, no probe: ~15 s
         args.models, args.batch_sizes, args.reps, args.min_sample = ["lenet5"], [2], 1, 0.05

@@ -19,7 +19,6 @@ needs Fashion-MNIST: ``apt-get install dataset-fashion-mnist``). Results:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -28,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import call_worker, isa, serve_worker, write_results  # benchmarks/common.py
+from common import call_worker, isa, script_parser, serve_worker, write_results  # benchmarks/common.py
 
 COMMON = dict(model="lenet5", batch_size=128, optimizer="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4,
               schedule="onecycle", channels_last=True, precision="fp32")
@@ -144,13 +143,9 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if serve_worker(argv, worker):
         return 0
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = script_parser(__doc__, "lenet_fashion_recipe")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each run")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="folder for lenet_fashion_recipe.{json,md} (default: benchmarks/results/<this machine>)")
-    ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
-    ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.threads = [0], 1

@@ -32,7 +32,6 @@ Run: ``.venv/bin/python benchmarks/bench_malloc.py`` (~10 minutes on 2 cores). R
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -42,7 +41,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import call_worker, git_commit, isa, make_random_data, peak_rss_mb, results_dir, serve_worker, write_results
+from common import (
+    call_worker,
+    git_commit,
+    isa,
+    make_random_data,
+    peak_rss_mb,
+    results_dir,
+    script_parser,
+    serve_worker,
+    write_results,
+)
 
 MODES = ("returned", "kept")
 # Allocators that --preload can put in place of glibc's malloc: (library, Debian package).
@@ -294,16 +303,12 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if serve_worker(argv, worker):
         return 0
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = script_parser(__doc__, "malloc")
     ap.add_argument("--reps", type=int, default=5, help="processes per mode and workload")
     ap.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), help="only these")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the workers")
     ap.add_argument("--preload", nargs="+", choices=list(PRELOADS),
                     help="also measure these allocators, preloaded in glibc's place")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="folder for malloc.{json,md} (default: benchmarks/results/<this machine>)")
-    ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
-    ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.reps = 1

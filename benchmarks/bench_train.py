@@ -25,14 +25,12 @@ results go to ``benchmarks/results/<machine>/train_throughput.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
-from pathlib import Path
 
 import torch
-from common import timed_epoch, write_results  # benchmarks/*.py (scripts run from this folder)
+from common import script_parser, timed_epoch, write_results  # benchmarks/*.py (scripts run from this folder)
 from torch.utils.data import DataLoader
 from tutorial import TutorialSet, tutorial_epoch, tutorial_optimizer
 
@@ -182,7 +180,7 @@ def to_markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = script_parser(__doc__, "train_throughput")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--reps", type=int, default=5, help="timed one-epoch repetitions per contender")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader num_workers baselines")
@@ -190,10 +188,6 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=None,
-                    help="folder for train_throughput.{json,md} (default: benchmarks/results/<this machine>)")
-    ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
-    ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.batch_sizes, args.reps, args.limit = [16, 32], 2, args.limit or 128

@@ -7,6 +7,7 @@ The scripts import this module from their own folder (``from common import ...``
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import pickle
@@ -208,3 +209,14 @@ def timed_epoch(model, optimizer, batches, lr_at, step: int, *, label_smoothing:
         if (read_loss and not math.isfinite(loss.item())) or (step % 25 == 0 and not torch.isfinite(loss_sum)):
             raise RuntimeError("non-finite loss")
     return seen, time.perf_counter() - t0, step
+
+
+def script_parser(doc: str, stem: str) -> argparse.ArgumentParser:
+    """A benchmark's command line with the options every one has: where its ``STEM.{json,md}`` go,
+    ``--quick`` (the tiny run the tests use) and ``--quiet``; the script adds its own."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"folder for {stem}.{{json,md}} (default: benchmarks/results/<this machine>)")
+    ap.add_argument("--quick", action="store_true", help="tiny run to check that the benchmark works")
+    ap.add_argument("--quiet", action="store_true")
+    return ap
