@@ -205,9 +205,10 @@ def weights_section(link: Link) -> str:
     for name in list_weights():
         c = weights_card(name)
         m = c["machine"]
+        load = c.get("load_average_at_start")
         lines.append(f"| `{name}` | {c['model']} | {c['dataset']} | {c['test_accuracy']:.2%} | {c['epochs']} | "
-                     f"{c['train_seconds']:,.0f} ({m['cpu_capability']}, {m['torch_threads']} threads) | "
-                     f"`{c['command']}` |")
+                     f"{c['train_seconds']:,.0f} ({m['cpu_capability']}, {m['torch_threads']} threads"
+                     f"{f', load {load[0]:.1f} at start' if load else ''}) | `{c['command']}` |")
     return "\n".join(lines)
 
 
