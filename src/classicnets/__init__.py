@@ -19,12 +19,13 @@ def summary(model, input_size, **kwargs):
     return _summary(model, input_size, **kwargs)
 
 
-def load(checkpoint, device="cpu", fast=False, precision="fp32"):
+def load(checkpoint, device="cpu", fast=False, precision="fp32", normalize=True):
     """A :class:`~classicnets.predict.Predictor` for a trained checkpoint (run directory or file);
-    ``fast=True`` compiles it for CPU inference (``precision="bf16"``: in bfloat16)."""
+    ``fast=True`` compiles it for CPU inference (``precision="bf16"``: in bfloat16);
+    ``normalize=False`` gives it images as they are, not read as its dataset made its images."""
     from .predict import load as _load
 
-    return _load(checkpoint, device=device, fast=fast, precision=precision)
+    return _load(checkpoint, device=device, fast=fast, precision=precision, normalize=normalize)
 
 
 def draw(model, input_size=None, **kwargs):

@@ -29,12 +29,12 @@ from .report import save_figure
 __all__ = ["feature_maps", "show"]
 
 
-def _predictor(checkpoint_or_predictor, device):
+def _predictor(checkpoint_or_predictor, device, normalize: bool = True):
     from .predict import Predictor, load
 
     if isinstance(checkpoint_or_predictor, Predictor):
         return checkpoint_or_predictor
-    return load(checkpoint_or_predictor, device=device)
+    return load(checkpoint_or_predictor, device=device, normalize=normalize)
 
 
 def feature_maps(predictor, image) -> dict:
@@ -163,7 +163,7 @@ def _maps_figure(result: dict, predictor, model: str, channels: int):
 
 
 def show(checkpoint_or_predictor, image, out: str | os.PathLike | None = None, *, channels: int = 16,
-         device: str = "cpu") -> list:
+         device: str = "cpu", normalize: bool = True) -> list:
     """Figures of a trained model: ``[first-layer filters, feature maps of image]``.
 
     ``checkpoint_or_predictor``: a run directory, a checkpoint file, or a
@@ -171,12 +171,13 @@ def show(checkpoint_or_predictor, image, out: str | os.PathLike | None = None, *
     file path, a PIL image, a uint8 array or tensor). ``out``: a directory to also write
     ``MODEL-filters.png`` and ``MODEL-feature-maps.png`` into (created if missing; each file is
     written atomically, and one that cannot be is an :class:`~classicnets.errors.OutputError`
-    naming it). ``channels``: feature maps shown per stage (the most active ones). Each figure's
-    ``get_label()`` is its file name stem.
+    naming it). ``channels``: feature maps shown per stage (the most active ones). ``normalize``:
+    read the image as the checkpoint's dataset made its images (:mod:`classicnets.data.reading`;
+    a Predictor keeps its own setting). Each figure's ``get_label()`` is its file name stem.
     """
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(f"channels must be a positive integer, got {channels!r}")
-    predictor = _predictor(checkpoint_or_predictor, device)
+    predictor = _predictor(checkpoint_or_predictor, device, normalize)
     model_name = str(predictor.meta.get("model", type(predictor.model).__name__))
     result = feature_maps(predictor, image)
     figures = []

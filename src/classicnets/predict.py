@@ -3,6 +3,11 @@
 Inputs are preprocessed exactly as in training: converted to the model's channels, brought to
 the training images' size and then to the model's input size the same way the pipeline did
 (padding or resizing), and normalised with the training set's mean and std.
+
+A model of a dataset that made its images by a recipe (MNIST's digits, Fashion-MNIST) reads
+every input by that recipe first (:mod:`classicnets.data.reading`): a digit drawn black on white,
+or photographed on paper, becomes a light, size-normalised, centred 28x28 digit. ``normalize=False``
+turns that off.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 
 from .checkpoint import build_from_checkpoint
 from .data.pipeline import Normalize, fit_to_size
+from .data.reading import reading_for
 from .device import pick_device
 from .errors import ClassicNetsError, DataFormatError
 from .fast import PRECISIONS
@@ -43,12 +49,16 @@ class Predictor:
     only): compiled when the predictor is made, for batches of up to ``fast_batch`` (each
     smaller power-of-two chunk size compiles once, when first needed); ``precision="bf16"`` with
     it computes in bfloat16. ``fast_model`` is then the :class:`~classicnets.fast.FastModel`.
+
+    ``normalize=True`` reads inputs the way the model's dataset made its images (``reading``,
+    :func:`~classicnets.data.reading.reading_for`; None for datasets without a recipe, e.g. a
+    folder of images); :meth:`read` shows the result.
     """
 
     fast_batch = 16  # the batch size a fast predictor is compiled for; larger inputs run in chunks
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device = "cpu",
-                 fast: bool = False, precision: str = "fp32"):
+                 fast: bool = False, precision: str = "fp32", normalize: bool = True):
         self.model = model.eval()
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
@@ -57,6 +67,9 @@ class Predictor:
         self.input_size = tuple(meta["input_size"][1:])
         self.data_size = tuple(meta.get("data_size", self.input_size))
         self.normalize = Normalize(meta["mean"], meta["std"], device=self.device)
+        if not isinstance(normalize, bool):
+            raise ClassicNetsError(f"normalize={normalize!r}: expected True or False")
+        self.reading = reading_for(meta.get("dataset")) if normalize else None
         self.fast_model = self._fast_model(fast, precision)
 
     def _fast_model(self, fast: bool, precision: str):
@@ -80,10 +93,13 @@ class Predictor:
     def _image_from_file(self, path) -> torch.Tensor:
         from .data.folder import load_image
 
+        if self.reading is not None:
+            return self.reading.file(path, self.channels)
         return load_image(path, size=self.data_size, channels=self.channels)
 
     def to_uint8_batch(self, x) -> torch.Tensor:
-        """Any supported input as a uint8 (N, C, H, W) batch at the training data's size."""
+        """Any supported input as a uint8 (N, C, H, W) batch at the training data's size, read by
+        the dataset's recipe where it has one (:meth:`read`)."""
         from PIL import Image
 
         if isinstance(x, (str, os.PathLike)):
@@ -91,6 +107,8 @@ class Predictor:
         if isinstance(x, Image.Image):
             from .data.folder import convert_image
 
+            if self.reading is not None:
+                return self.reading.picture(x, self.channels)[None]
             return convert_image(x, size=self.data_size, channels=self.channels)[None]
         if isinstance(x, Sequence) and not isinstance(x, (np.ndarray, torch.Tensor)):
             if not x:
@@ -105,12 +123,21 @@ class Predictor:
             t = t[:, None] if t.shape[0] != self.channels or self.channels == 1 else t[None]
         elif t.dim() != 4:
             raise DataFormatError(f"predict: expected images shaped (N, H, W) or (N, C, H, W), got {tuple(t.shape)}")
-        t = to_channels(t.cpu(), self.channels)
+        t = to_channels(t.cpu(), 1 if self.reading else self.channels)
+        if self.reading is not None:  # readings are of grey pictures
+            t = to_channels(self.reading.batch(t), self.channels)
         if tuple(t.shape[-2:]) != self.data_size:
             t = _resize(t, self.data_size)
         return t
 
+    def read(self, x) -> torch.Tensor:
+        """What the model is given to look at, before normalisation: uint8 (N, C, H, W) at the
+        training data's size (28x28 for the digits), after the dataset's reading if it has one.
+        For people: ``Image.fromarray(predictor.read("seven.png")[0, 0].numpy())``."""
+        return self.to_uint8_batch(x)
+
     def preprocess(self, x) -> torch.Tensor:
+        """The model's input: :meth:`read`, brought to the input size, normalised."""
         batch = self.to_uint8_batch(x)
         return self.normalize(fit_to_size(batch, self.input_size).to(self.device))
 
@@ -147,9 +174,9 @@ def _resize(t: torch.Tensor, size) -> torch.Tensor:
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu", fast: bool = False,
-         precision: str = "fp32") -> Predictor:
-    """A :class:`Predictor` for a checkpoint written by ``classicnets train``; ``fast`` and
-    ``precision`` as for :class:`Predictor`."""
+         precision: str = "fp32", normalize: bool = True) -> Predictor:
+    """A :class:`Predictor` for a checkpoint written by ``classicnets train``; ``fast``,
+    ``precision`` and ``normalize`` as for :class:`Predictor`."""
     device = pick_device(device)
     model, meta = build_from_checkpoint(path, device)
-    return Predictor(model, meta, device, fast=fast, precision=precision)
+    return Predictor(model, meta, device, fast=fast, precision=precision, normalize=normalize)

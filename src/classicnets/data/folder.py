@@ -8,7 +8,9 @@ it was trained.
 
 Small folders load whole into an :class:`ImageSet` (:func:`load_image_folder`); folders too
 big for memory are read image by image from disk with :class:`ImageFolderStream`.
-:func:`estimate_bytes` tells which one fits.
+:func:`estimate_bytes` tells which one fits. Both take a ``reading``
+(:mod:`~classicnets.data.reading`): evaluating a model of MNIST's digits on a folder of photos
+reads each file as the dataset made its images; training never passes one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .image import Size, check_args, exif_orientation, open_image, read_image
 from .image import convert_image as convert_image  # re-exported: the one conversion
 from .image import load_image as load_image
 from .imageset import ImageSet, channel_stats, check_memory
+from .reading import Reading
 
 # Lower case; every one a format Pillow reads.
 IMAGE_EXTENSIONS = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif",
@@ -149,6 +152,11 @@ def estimate_bytes(root: str | os.PathLike, size: Size | int | None = None, chan
     return len(files) * channels * h * w
 
 
+def read_file(path: Path, size: Size | None, channels: int, reading: Reading | None = None) -> torch.Tensor:
+    """One file of a folder: :func:`read_image`, or read by ``reading`` (at the dataset's size)."""
+    return read_image(path, size, channels) if reading is None else reading.file(path, channels)
+
+
 def load_image_folder(
     root: str | os.PathLike,
     size: Size | int | None = None,
@@ -158,6 +166,7 @@ def load_image_folder(
     name: str | None = None,
     progress: bool = True,
     workers: int | None = None,
+    reading: Reading | None = None,
 ) -> ImageSet:
     """Load a class-per-folder tree into memory as an :class:`ImageSet`.
 
@@ -165,8 +174,9 @@ def load_image_folder(
     already share one size. An unreadable or truncated image raises :class:`DataFormatError`
     naming the file, or with ``skip_bad=True`` is left out with a warning. mean/std are computed
     from the loaded images. Decoding runs on ``workers`` threads (Pillow releases the GIL).
+    With a ``reading``, each file is read by it (:func:`read_file`) and ``size`` is the reading's.
     """
-    size = check_args(size, channels)
+    size = check_args(reading.size if reading else size, channels)
     root = Path(root)
     files, labels, classes = scan_image_folder(root)
     h, w = size if size is not None else _header_size(files[0])
@@ -176,7 +186,7 @@ def load_image_folder(
 
     def work(path: Path):
         try:
-            return read_image(path, size, channels)
+            return read_file(path, size, channels, reading)
         except DataFormatError as e:
             if not skip_bad:
                 raise
@@ -212,11 +222,13 @@ class ImageFolderStream(torch.utils.data.Dataset):
     """A class-per-folder tree read from disk one image at a time: ``(uint8 (C, H, W), label)``.
 
     For folders too large for memory; use with a ``torch.utils.data.DataLoader`` (its workers
-    decode in parallel). Conversion is :func:`convert_image`, as for :func:`load_image_folder`.
+    decode in parallel). Conversion is :func:`convert_image`, or ``reading``, as for
+    :func:`load_image_folder`.
     """
 
-    def __init__(self, root: str | os.PathLike, size: Size | int, channels: int = 3):
-        self.size = check_args(size, channels)
+    def __init__(self, root: str | os.PathLike, size: Size | int, channels: int = 3, reading: Reading | None = None):
+        self.reading = reading
+        self.size = check_args(reading.size if reading else size, channels)
         if self.size is None:
             raise DataFormatError("ImageFolderStream needs size=(H, W): batches need one image size")
         self.root = Path(root)
@@ -228,7 +240,7 @@ class ImageFolderStream(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return read_image(self.files[index], self.size, self.channels), int(self.labels[index])
+        return read_file(self.files[index], self.size, self.channels, self.reading), int(self.labels[index])
 
     def mean_std(self, max_images: int = 2000, seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std in [0, 1], estimated from up to ``max_images`` random images."""

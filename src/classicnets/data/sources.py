@@ -6,8 +6,10 @@ evaluator call. A named dataset is looked up by :func:`~classicnets.data.dataset
 recognised by what it holds:
 
 - ``DIR/train/<class>/*.png`` and/or ``DIR/test/<class>/*.png`` (or ``val``): a folder of images,
-  each converted to ``channels`` and resized to ``size`` (the model's input); only the split
-  asked for is read when the caller gives the statistics to normalise with (evaluation);
+  each converted to ``channels`` and resized to ``size`` (the model's input), or, given a
+  ``reading`` (evaluation of a model of MNIST or Fashion-MNIST), read as the dataset made its
+  images, at its size; only the split asked for is read when the caller gives the statistics to
+  normalise with (evaluation);
 - one or two IDX image/label pairs under any names (``*-images-idx3-ubyte[.gz]``);
 - an extracted CIFAR-10/100 folder or its tarball.
 """
@@ -24,6 +26,7 @@ import torch
 
 from ..errors import ClassicNetsError, DataFormatError
 from .imageset import ImageSet, available_memory, channel_stats
+from .reading import Reading
 
 TEST_NAMES = ("test", "val", "valid", "validation")
 # A folder whose decoded images would take more than this share of the available memory is
@@ -62,7 +65,8 @@ class StreamedSet:
 def load_split(dataset: str | None, data_dir: str | Path | None, split: str, *, size: tuple[int, int],
                channels: int, classes: list[str] | None = None,
                stream: bool | None = None, any_idx_pair: bool = False,
-               stats: tuple[Sequence[float], Sequence[float]] | None = None) -> ImageSet | StreamedSet:
+               stats: tuple[Sequence[float], Sequence[float]] | None = None,
+               reading: Reading | None = None) -> ImageSet | StreamedSet:
     """The ``split`` ("train" or "test") of a named dataset or of a directory.
 
     An image folder is streamed from disk (a :class:`StreamedSet`) when ``stream`` is True, or
@@ -72,7 +76,9 @@ def load_split(dataset: str | None, data_dir: str | Path | None, split: str, *, 
 
     ``stats`` = (mean, std) are the statistics an image folder's split carries (evaluation gives
     the checkpoint's, so no other split is read); without them a test split carries those of
-    the folder's train/ split, as every reader's splits do.
+    the folder's train/ split, as every reader's splits do. ``reading``
+    (:func:`~classicnets.data.reading.reading_for`) reads an image folder's files as a dataset
+    made its images; the other sources hold the dataset's own kind already. Training passes none.
     """
     from .datasets import load_dataset
 
@@ -84,7 +90,7 @@ def load_split(dataset: str | None, data_dir: str | Path | None, split: str, *, 
     if not root.exists():
         raise DataFormatError(f"data directory {root} does not exist")
     if root.is_dir() and (_split_dir(root, "train") or _split_dir(root, "test")) is not None:
-        return _folder_split(root, split, size, channels, classes, stream, stats)
+        return _folder_split(root, split, size, channels, classes, stream, stats, reading)
     if root.is_dir() and _has_idx(root):
         return _idx_split(root, split, classes, any_idx_pair)
     if _looks_like_cifar(root):
@@ -105,9 +111,10 @@ def _split_dir(root: Path, split: str) -> Path | None:
     return None
 
 
-def _folder_split(root: Path, split: str, size, channels, classes, stream, stats) -> ImageSet | StreamedSet:
+def _folder_split(root: Path, split: str, size, channels, classes, stream, stats, reading) -> ImageSet | StreamedSet:
     from .folder import ImageFolderStream, estimate_bytes, load_image_folder
 
+    size = reading.size if reading else size
     where = _split_dir(root, split)
     if where is None:
         wanted = "train/" if split == "train" else "/ ".join(TEST_NAMES) + "/"
@@ -120,15 +127,15 @@ def _folder_split(root: Path, split: str, size, channels, classes, stream, stats
         stream = free is not None and needed > STREAM_ABOVE_MEMORY_FRACTION * free
     name = f"{root.name}/{split}"
     if stream:
-        ds = ImageFolderStream(where, size, channels)
-        mean, std = stats or ImageFolderStream(stats_root or where, size, channels).mean_std()
+        ds = ImageFolderStream(where, size, channels, reading)
+        mean, std = stats or ImageFolderStream(stats_root or where, size, channels, reading).mean_std()
         data = StreamedSet(ds, ds.labels, ds.classes, name, tuple(mean), tuple(std), (channels, *size))
     else:
-        data = load_image_folder(where, size=size, channels=channels, name=name)
+        data = load_image_folder(where, size=size, channels=channels, name=name, reading=reading)
         if stats is not None:
             data.mean, data.std = tuple(stats[0]), tuple(stats[1])
         elif stats_root is not None:
-            stats_from = load_image_folder(stats_root, size=size, channels=channels)
+            stats_from = load_image_folder(stats_root, size=size, channels=channels, reading=reading)
             data.mean, data.std = stats_from.mean, stats_from.std
     _check_classes(data, classes, where)
     return data
