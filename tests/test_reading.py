@@ -4,6 +4,8 @@ line, and, with a properly trained LeNet-5, digits drawn on a canvas and written
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -248,6 +250,17 @@ def test_evaluate_data_dir_reads_as_predict_does(trained_run, digits, tmp_path):
         result = evaluate_checkpoint(trained_run, data_dir=root, out=tmp_path, figure=False, normalize=normalize)
         predicted = load(trained_run, normalize=normalize).predict(files).numpy()
         assert result["accuracy"] == pytest.approx((predicted == labels).mean()), normalize
+    # The command line's --no-normalize is the same switch.
+    import json
+
+    from classicnets.cli import main
+
+    for flags, normalize in (([], True), (["--no-normalize"], False)):
+        argv = ["evaluate", str(trained_run), "--data", str(root), "--out", str(tmp_path), "--format", "json", *flags]
+        with contextlib.redirect_stdout(io.StringIO()) as captured:
+            assert main(argv) == 0
+        expected = evaluate_checkpoint(trained_run, data_dir=root, out=tmp_path, figure=False, normalize=normalize)
+        assert json.loads(captured.getvalue())["accuracy"] == expected["accuracy"], flags
     # Training reads the folder as it always did: converted to the size asked for, no reading.
     plain = load_split(None, root, "test", size=(32, 32), channels=1, stats=((0.1,), (0.3,)))
     assert plain.images.shape[-2:] == (32, 32)

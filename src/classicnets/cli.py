@@ -98,7 +98,8 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_checkpoint, format_evaluation, save_confusion
 
     result = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data,
-                                 split=args.split, out=args.out, device=args.device, figure=False)
+                                 split=args.split, out=args.out, device=args.device, figure=False,
+                                 normalize=not args.no_normalize)
     # The numbers first, then the figure: they are the result, and a figure that cannot be
     # written (a read-only run folder) must not lose them; it is a warning, not a failure.
     print(json.dumps(result, indent=2) if args.format == "json" else format_evaluation(result), flush=True)
@@ -285,6 +286,9 @@ def _add_checkpoint_commands(sub) -> None:
     s.add_argument("--out", metavar="DIR", help="where to write confusion.png (default: the checkpoint's directory)")
     s.add_argument("--device", default="auto")
     s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument("--no-normalize", action="store_true",
+                   help="--data DIR of your own images: read them as they are, not as the checkpoint's dataset was "
+                        "made")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="top-k classes of images")
