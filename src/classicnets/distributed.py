@@ -8,6 +8,7 @@ DistributedDataParallel. Rank 0 alone logs and writes files.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -33,6 +34,7 @@ class DistInfo:
 
 
 TIMEOUT_ENV = "CLASSICNETS_DIST_TIMEOUT"
+LEAVE_AFTER_ERROR_S = 5.0  # how long a rank that failed waits for the process group to close
 
 
 def init_from_env(device_type: str, timeout_s: float | None = None) -> DistInfo:
@@ -75,7 +77,15 @@ def shutdown(info: DistInfo, clean: bool = True) -> None:
     """Leave the process group. After a clean run every rank first waits for the others (rank 0
     writes the curves after the last epoch), so no rank tears down gloo's connections while a
     peer still uses them; after an error, leave at once."""
-    if info.enabled and dist.is_initialized():
-        if clean:
-            dist.barrier()
+    if not (info.enabled and dist.is_initialized()):
+        return
+    if clean:
+        dist.barrier()
         dist.destroy_process_group()
+        return
+    # After an error a peer may be gone, and tearing the group down can wait on it (a fresh CI clone
+    # saw rank 0 still alive 90 s after rank 1 was killed, where every collective is bounded by the
+    # timeout): try, but leave after a few seconds whatever it does.
+    closing = threading.Thread(target=dist.destroy_process_group, daemon=True)
+    closing.start()
+    closing.join(timeout=LEAVE_AFTER_ERROR_S)
