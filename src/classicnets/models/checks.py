@@ -40,11 +40,11 @@ def check_model_args(name: str, kwargs: dict, flag: str = "--model-arg") -> nn.M
     """The model built on the meta device with ``kwargs``, or an :class:`InputError` that names the
     argument and lists the ones ``name`` knows."""
     model_card(name)  # an unknown model name: UnknownModelError, with the close names
+    known = model_arguments(name) if kwargs else []
     for key in kwargs:
         if key in _RESERVED:
             raise InputError(f"{flag} {key}=...: {key} is not a builder argument: it comes from the data "
                              f"(train) or from --{key.replace('_', '-')} (summary)")
-        known = model_arguments(name)
         if key not in known:
             raise InputError(f"{flag} {key}=...: {name} has no argument {key!r}; it takes "
                              f"{', '.join(known) if known else 'none'}")
