@@ -24,6 +24,11 @@ def positive_int(text: str) -> int:
     return _checked(text, int, lambda v: v >= 1, "a positive integer", "a positive integer")
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0 to 65535 (0: the system picks a free one)."""
+    return _checked(text, int, lambda v: 0 <= v <= 65535, "a port from 0 to 65535", "a port number")
+
+
 def positive_float(text: str) -> float:
     return _checked(text, float, lambda v: 0 < v < float("inf"), "a positive number", "a number")
 

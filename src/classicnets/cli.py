@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
-from .arguments import key_values, positive_int
+from .arguments import key_values, port_number, positive_int
 from .errors import ClassicNetsError
 from .memory import keep_freed_memory
 from .train.config import add_train_arguments
@@ -70,15 +69,9 @@ def cmd_summary(args) -> int:
 
 
 def cmd_cost(args) -> int:
-    from .costs import format_cost_table, stack_cost
+    from .costs import format_cost_table, parse_layer, stack_cost
 
-    layers = []
-    for spec in args.layers:
-        match = re.fullmatch(r"(\d+)x(\d+)", spec.strip().lower())
-        if not match or min(int(match[1]), int(match[2])) < 1:
-            raise ClassicNetsError(f"layer {spec!r}: expected OUT_CHANNELSxKERNEL with positive integers, "
-                                   f"e.g. 16x1 or 32x5")
-        layers.append((int(match[1]), int(match[2])))
+    layers = [parse_layer(spec) for spec in args.layers]
     h, w, c = args.input
     print(format_cost_table(stack_cost((h, w, c), layers), in_shape=(h, w, c)))
     return 0
@@ -182,6 +175,12 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from .explore import serve
+
+    return serve(args.checkpoint, host=args.host, port=args.port, open_browser=not args.no_browser)
+
+
 def cmd_weights(args) -> int:
     from .weights import list_weights, weights_card
 
@@ -273,7 +272,7 @@ def _add_model_commands(sub) -> None:
 
 
 def _add_checkpoint_commands(sub) -> None:
-    """Commands that make or use a trained checkpoint: train, evaluate, predict, export, show."""
+    """Commands that make or use a trained checkpoint: train, evaluate, predict, export, show, explore."""
     s = sub.add_parser("train", help="train a model on a dataset")
     add_train_arguments(s)
     s.set_defaults(func=cmd_train)
@@ -324,6 +323,20 @@ def _add_checkpoint_commands(sub) -> None:
     s.add_argument("--no-normalize", action="store_true",
                    help="show the network the image as it is, not read as its dataset made its images")
     s.set_defaults(func=cmd_show)
+    _add_explore_command(sub)
+
+
+def _add_explore_command(sub) -> None:
+    """The local explorer: a web page served from this machine."""
+    s = sub.add_parser("explore", help="the networks in a browser: draw a digit and watch every layer, "
+                                       "architectures, residual blocks, the 1x1 arithmetic")
+    s.add_argument("checkpoint", nargs="?", help=CHECKPOINT_HELP + " (default: lenet5-digits)")
+    s.add_argument("--port", type=port_number, default=8000, help="0: any free port (default: 8000)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on (default 127.0.0.1: this machine only; any other is "
+                        "reachable by others, and warned about)")
+    s.add_argument("--no-browser", action="store_true", help="print the address only; do not open a browser")
+    s.set_defaults(func=cmd_explore)
 
 
 def _add_study_commands(sub) -> None:

@@ -11,11 +11,20 @@ instantly at any size. Shapes are channels last, (H, W, C), as the lecture write
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from .errors import InputError
 
-__all__ = ["conv_cost", "format_cost_table", "stack_cost"]
+__all__ = ["conv_cost", "format_cost_table", "parse_layer", "stack_cost"]
+
+
+def parse_layer(spec: str) -> tuple[int, int]:
+    """``"16x1"`` -> ``(16, 1)``: a layer as ``classicnets cost`` takes it, OUT_CHANNELSxKERNEL."""
+    match = re.fullmatch(r"(\d+)x(\d+)", spec.strip().lower())
+    if not match or min(int(match[1]), int(match[2])) < 1:
+        raise InputError(f"layer {spec!r}: expected OUT_CHANNELSxKERNEL with positive integers, e.g. 16x1 or 32x5")
+    return int(match[1]), int(match[2])
 
 
 def _conv(in_shape: Sequence[int], out_channels: int, kernel_size: int, stride: int,

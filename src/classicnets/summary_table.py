@@ -145,18 +145,15 @@ class Summary:
                    total_macs=d["total_macs"], activation_bytes=d["activation_bytes"],
                    input_size=tuple(d["input_size"]), model=d.get("model", ""))
 
-    def __str__(self) -> str:
-        header = ("Layer", "Type", "Output (H x W x C)", "Params", "Mult-adds")
-        body = [(r.name, r.type, r.output, f"{r.params:,}", f"{r.macs:,}") for r in self.rows]
-        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-        right = (False, False, True, True, True)
+    HEADER = ("Layer", "Type", "Output (H x W x C)", "Params", "Mult-adds")
 
-        def line(cells: Sequence[str]) -> str:
-            return "  ".join(c.rjust(w) if r else c.ljust(w)
-                             for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
+    def cells(self) -> list[tuple[str, str, str, str, str]]:
+        """The rows as printed, one string per column of :attr:`HEADER`."""
+        return [(r.name, r.type, r.output, f"{r.params:,}", f"{r.macs:,}") for r in self.rows]
 
-        rule = "-" * len(line(header))
-        totals = [
+    def totals(self) -> list[tuple[str, str]]:
+        """The lines under the table, as (what, value)."""
+        return [
             ("Input size (H x W x C)", format_shape(self.input_size)),
             ("Total params", f"{self.total_params:,}"),
             ("Trainable params", f"{self.trainable_params:,}"),
@@ -166,6 +163,19 @@ class Summary:
             ("Activations (forward, 1 image)", f"{self.activation_bytes:,} bytes" + (
                 f" ({human_bytes(self.activation_bytes)})" if self.activation_bytes >= 1024 else "")),
         ]
+
+    def __str__(self) -> str:
+        header = self.HEADER
+        body = self.cells()
+        widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+        right = (False, False, True, True, True)
+
+        def line(cells: Sequence[str]) -> str:
+            return "  ".join(c.rjust(w) if r else c.ljust(w)
+                             for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
+
+        rule = "-" * len(line(header))
+        totals = self.totals()
         key_w = max(len(k) for k, _ in totals)
         out = [self.model] if self.model else []
         out += [rule, line(header), rule, *(line(b) for b in body), rule]
