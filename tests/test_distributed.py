@@ -18,6 +18,10 @@ from classicnets.distributed import DistInfo, init_from_env
 from classicnets.train.loop import train
 from conftest import temp_files, tiny_config
 
+# Under pytest-xdist one worker runs every test that starts ranks, one after another: their waits
+# are bounded by timeouts that two such tests sharing the two cores could outlast.
+pytestmark = pytest.mark.xdist_group("ranks")
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # what the torchrun script runs
 # 512 images in global batches of 64: 8 steps for one process and for two (each rank takes 32 of
 # every 64), so no batch is dropped by DDP's drop_last.

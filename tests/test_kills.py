@@ -20,6 +20,10 @@ from classicnets.train.loop import train
 from conftest import temp_files, tiny_config
 from test_distributed import clean_env, free_port
 
+# Under pytest-xdist one worker runs every test that starts ranks, one after another: their waits
+# are bounded by timeouts that two such tests sharing the two cores could outlast.
+pytestmark = pytest.mark.xdist_group("ranks")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

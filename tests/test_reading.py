@@ -21,7 +21,6 @@ from classicnets.data.pipeline import fit_to_size
 from classicnets.data.sources import load_split
 from classicnets.evaluate import evaluate_checkpoint
 from classicnets.predict import load
-from conftest import torch_globals_kept
 from paper_digits import CANVAS, canvas_digit, embedded_test_digits, paper_digit, paper_digits, product_photo
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -298,14 +297,11 @@ def test_show_command_reads_the_image_and_no_normalize(cli, trained_run, tmp_pat
 # ---- with a properly trained LeNet-5 -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def lenet5_run(tmp_path_factory) -> Path:
-    """LeNet-5 trained by the default recipe (``classicnets train lenet5``) on one thread."""
-    from classicnets.train.loop import TrainConfig, train
-
-    out = tmp_path_factory.mktemp("lenet5-full")
-    with torch_globals_kept():
-        train(TrainConfig(model="lenet5", threads=1, quiet=True, out=str(out)))
-    return out
+def lenet5_run() -> str:
+    """LeNet-5 trained by the default recipe: the shipped ``lenet5-digits`` weights are exactly
+    that run (``scripts/train_weights.py``; ``test_weights.py`` checks their card), so no test
+    needs to train it again."""
+    return "lenet5-digits"
 
 
 @pytest.mark.slow
