@@ -202,8 +202,10 @@ def test_predict_command_json_and_exit_codes(cli, trained_run, image_files):
 
 
 @pytest.mark.slow
-def test_predict_command_fast_gives_the_same_answers(cli, trained_run, image_files):
+def test_predict_command_fast_gives_the_same_answers(cli, trained_run, image_files, monkeypatch, tmp_path):
     import json
+
+    monkeypatch.setenv("CLASSICNETS_CACHE", str(tmp_path / "cache"))  # the probe's choice: not in the user's cache
 
     d = image_files
     args = ("predict", trained_run, d / "a.png", d / "dir", "--format", "json", "--top", "3")
@@ -211,6 +213,7 @@ def test_predict_command_fast_gives_the_same_answers(cli, trained_run, image_fil
     assert code == 0
     code, fast, err = cli(*args, "--fast")
     assert code == 0, err
+    assert "classicnets predict: fast path: " in err  # which path serves, and what the probe measured
     plain, fast = json.loads(plain), json.loads(fast)
     assert [r["file"] for r in plain] == [r["file"] for r in fast]
     for p, f in zip(plain, fast, strict=True):

@@ -21,7 +21,8 @@ def summary(model, input_size, **kwargs):
 
 def load(checkpoint, device="cpu", fast=False, precision="fp32", normalize=True):
     """A :class:`~classicnets.predict.Predictor` for a trained checkpoint (run directory or file);
-    ``fast=True`` compiles it for CPU inference (``precision="bf16"``: in bfloat16);
+    ``fast=True`` serves its fastest CPU inference path, found by a short probe and cached
+    (``precision="bf16"`` lets bfloat16 compete where the CPU has it natively);
     ``normalize=False`` gives it images as they are, not read as its dataset made its images."""
     from .predict import load as _load
 

@@ -112,6 +112,8 @@ def cmd_predict(args) -> int:
 
     predictor = load(args.checkpoint, device=args.device, fast=args.fast or args.precision == "bf16",
                      precision=args.precision, normalize=not args.no_normalize)
+    if predictor.fast_path is not None:  # on stderr: stdout stays the predictions (--format json)
+        print(f"classicnets predict: {predictor.fast_path.summary()}", file=sys.stderr)
     paths: list[Path] = []
     for item in args.inputs:
         p = Path(item)
@@ -295,10 +297,11 @@ def _add_checkpoint_commands(sub) -> None:
     s.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
     s.add_argument("--top", type=positive_int, default=3)
     s.add_argument("--fast", action="store_true",
-                   help="compile the model for CPU inference first (seconds up front; pays for many images)")
+                   help="serve the fastest CPU path (eager, inductor, ONNX Runtime) that agrees with the model, "
+                        "found by a short probe the first time (seconds to a minute; cached) and named on stderr")
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: compiled bfloat16 inference on the CPU (implies --fast; about 2x fp32 on CPUs with "
-                        "native bf16)")
+                   help="bf16: let bfloat16 compete in the --fast probe (implies --fast; about 2x fp32 on CPUs with "
+                        "native bf16, left out on others)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--format", choices=["text", "json"], default="text")
     s.add_argument("--no-normalize", action="store_true",

@@ -7,9 +7,12 @@ inputs and compares the logits with the PyTorch model's.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -79,6 +82,44 @@ def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path
         torch.jit.save(traced, buffer)
     ckpt.atomic_write_bytes(path, buffer.getvalue(), hint=hint)
     return path
+
+
+def onnxruntime_missing() -> str | None:
+    """Why ONNX Runtime cannot run an exported model here (a package not installed), or None."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    return f"{', '.join(missing)} not installed (pip install 'classicnets[onnx]')" if missing else None
+
+
+@contextlib.contextmanager
+def _exporter_quiet():
+    """The exporter logs a warning for every optional torchvision op it cannot register: noise to
+    someone who asked for fast inference, not for an ONNX file."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def onnx_session(model: torch.nn.Module, example: torch.Tensor, threads: int | None = None):
+    """An ONNX Runtime session (CPU provider, default graph optimisations) of ``model``, exported
+    by :func:`export_onnx` to a temporary file that is gone when this returns (the session has
+    read it). ``threads``: its intra-op threads, by default torch's, so both use the same cores."""
+    why = onnxruntime_missing()
+    if why:
+        raise ClassicNetsError(f"ONNX Runtime: {why}")
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="classicnets-onnx-") as tmp, _exporter_quiet():
+        path = Path(tmp) / "model.onnx"
+        export_onnx(model, example, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def check_onnx(path: Path, model: torch.nn.Module, example: torch.Tensor) -> float:

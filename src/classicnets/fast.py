@@ -70,6 +70,11 @@ loaded run 21.4 img/s either way (autocast: 20.8).
   ``torch.set_num_threads`` to the free cores. Inductor kernels keep the thread count they
   were compiled with.
 
+Which path serves ``classicnets.load(..., fast=True)`` and ``predict --fast`` is not fixed here:
+:mod:`classicnets.fast_probe` builds several backends of this function (eager, inductor, ONNX
+Runtime, bf16 where the CPU has it natively), times them on the batch and serves the fastest
+that agrees with eager, remembering the choice per model and machine.
+
 One-off cost: compiling, when the model is prepared (for the example's batch size, reported
 as :attr:`FastModel.build_seconds`: ResNet-50 ~8-25 s on 2 cores) and at the first call with
 each smaller batch-size bucket (see :class:`FastModel`).
@@ -97,7 +102,7 @@ from .errors import ClassicNetsError
 from .memory import keep_freed_memory
 
 PRECISIONS = ("fp32", "bf16")
-BACKENDS = ("auto", "inductor", "jit", "eager")
+BACKENDS = ("auto", "inductor", "jit", "eager", "onnxruntime")
 # Largest |fast - eager| allowed on ``example``, relative to max(1, max |eager logit|):
 # fp32 differs only in summation order (measured <= 4e-6); bf16 keeps 8 bits of mantissa
 # (measured 4e-3 to 1.2e-2 on AlexNet, VGG-16, ResNet-50), so 0.1 catches a broken graph only.
@@ -137,10 +142,11 @@ class _Prepared:
 class FastModel:
     """A model prepared for inference: ``fast(x)`` returns float32 logits, as ``model(x)``.
 
-    ``backend`` ("inductor", "jit" or "eager") and ``precision`` say what runs,
+    ``backend`` ("inductor", "jit", "eager" or "onnxruntime") and ``precision`` say what runs,
     ``build_seconds`` what preparing it cost (compiling for the example's batch size included),
     ``max_diff`` how far its outputs were from eager fp32 on the example, ``fallbacks`` which
-    backends were tried first and why they were not used.
+    backends were tried first and why they were not used. ``probe``: where
+    :func:`classicnets.fast_probe.fastest` chose this path, what it measured (else None).
 
     Inductor graphs are compiled for fixed batch sizes: a batch of ``n`` runs in chunks of at
     most ``max_batch`` (the example's batch size), and a smaller chunk is zero-padded to the next
@@ -156,11 +162,12 @@ class FastModel:
         self._prepared = prepared
         self.backend, self.precision, self.max_batch = backend, precision, max_batch
         self.build_seconds, self.max_diff, self.fallbacks = build_seconds, max_diff, fallbacks
+        self.probe = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1 or len(x) == 0:
             raise ClassicNetsError(f"FastModel: expected a non-empty floating-point batch, got {_describe(x)}")
-        if self.backend != "inductor":  # jit and eager take any batch size as it comes
+        if self.backend != "inductor":  # jit, eager and ONNX Runtime take any batch size as it comes
             return self._prepared(x)
         outputs = []
         for chunk in x.split(self.max_batch):
@@ -261,7 +268,21 @@ def _eager(model: nn.Module, precision: str, channels_last: bool, example: torch
     return _Prepared(model, torch.float32, channels_last, autocast=precision == "bf16", freezing=False)
 
 
-_BACKENDS = {"inductor": _inductor, "jit": _jit, "eager": _eager}
+def _onnxruntime(model: nn.Module, precision: str, channels_last: bool, example: torch.Tensor) -> _Prepared:
+    if precision != "fp32":
+        raise ClassicNetsError("the onnxruntime backend is fp32 only")
+    from .export import onnx_session
+
+    session = onnx_session(model, example)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {"input": x.contiguous().numpy()})[0])
+
+    # Plain NCHW in: ONNX Runtime picks its own layouts inside the session.
+    return _Prepared(run, torch.float32, channels_last=False, autocast=False, freezing=False)
+
+
+_BACKENDS = {"inductor": _inductor, "jit": _jit, "eager": _eager, "onnxruntime": _onnxruntime}
 
 
 def optimize_for_inference(model: nn.Module, example: torch.Tensor, precision: str = "fp32",
@@ -270,10 +291,11 @@ def optimize_for_inference(model: nn.Module, example: torch.Tensor, precision: s
 
     ``precision``: "fp32" (outputs equal eager's to ~1e-6 of their scale) or "bf16" (bfloat16
     arithmetic, ~0.5% of their scale). ``backend``: "auto" tries inductor, then jit (fp32 only),
-    then eager, falling back with a warning; "inductor", "jit" or "eager" uses that one or
-    raises. ``check`` compares the outputs on ``example`` with eager fp32's and treats a
-    difference beyond :data:`TOLERANCE` as a failure of that backend (bf16 on a badly
-    conditioned model can fail it honestly: ``check=False`` skips it). ``model`` itself is not
+    then eager, falling back with a warning; "inductor", "jit", "eager" or "onnxruntime" (the
+    model exported to ONNX and run by ONNX Runtime, fp32) uses that one or raises. ``check``
+    compares the outputs on ``example`` with eager fp32's and treats a difference beyond
+    :data:`TOLERANCE` as a failure of that backend (bf16 on a badly conditioned model can fail
+    it honestly: ``check=False`` skips it). ``model`` itself is not
     changed: a copy is prepared. The example runs once, so the result is compiled for its batch
     size and ``build_seconds`` includes that.
     """
@@ -287,8 +309,8 @@ def optimize_for_inference(model: nn.Module, example: torch.Tensor, precision: s
         raise ClassicNetsError(f"optimize_for_inference: precision={precision!r}; expected one of {PRECISIONS}")
     if backend not in BACKENDS:
         raise ClassicNetsError(f"optimize_for_inference: backend={backend!r}; expected one of {BACKENDS}")
-    if backend == "jit" and precision != "fp32":
-        raise ClassicNetsError("optimize_for_inference: backend='jit' supports precision='fp32' only")
+    if backend in ("jit", "onnxruntime") and precision != "fp32":
+        raise ClassicNetsError(f"optimize_for_inference: backend={backend!r} supports precision='fp32' only")
     if example.device.type != "cpu" or any(t.device.type != "cpu" for t in model.state_dict().values()):
         raise ClassicNetsError("optimize_for_inference: prepares CPU inference; model and example must be on the CPU")
 

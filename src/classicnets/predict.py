@@ -45,17 +45,20 @@ class Predictor:
     """A trained model with its preprocessing. ``predict`` gives class indices, ``predict_proba``
     class probabilities, ``classes`` the class names.
 
-    ``fast=True`` runs the model through :func:`classicnets.fast.optimize_for_inference` (CPU
-    only): compiled when the predictor is made, for batches of up to ``fast_batch`` (each
-    smaller power-of-two chunk size compiles once, when first needed); ``precision="bf16"`` with
-    it computes in bfloat16. ``fast_model`` is then the :class:`~classicnets.fast.FastModel`.
+    ``fast=True`` (CPU only) serves the fastest inference path that agrees with the plain model:
+    a short probe (:func:`classicnets.fast_probe.fastest`), when the predictor is made, times
+    eager, inductor and ONNX Runtime (where installed) at batch ``fast_batch``, and its choice is
+    cached, so later predictors of the same architecture on this machine build only that path.
+    ``precision="bf16"`` lets bfloat16 compete too, where the CPU has it natively. ``fast_model``
+    is then the :class:`~classicnets.fast.FastModel` and ``fast_path`` the
+    :class:`~classicnets.fast_probe.Probe` (what serves, what was measured, rejected, skipped).
 
     ``normalize=True`` reads inputs the way the model's dataset made its images (``reading``,
     :func:`~classicnets.data.reading.reading_for`; None for datasets without a recipe, e.g. a
     folder of images); :meth:`read` shows the result.
     """
 
-    fast_batch = 16  # the batch size a fast predictor is compiled for; larger inputs run in chunks
+    fast_batch = 16  # the batch size a fast predictor is probed and compiled for; larger inputs run in chunks
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device = "cpu",
                  fast: bool = False, precision: str = "fp32", normalize: bool = True):
@@ -71,6 +74,7 @@ class Predictor:
             raise ClassicNetsError(f"normalize={normalize!r}: expected True or False")
         self.reading = reading_for(meta.get("dataset")) if normalize else None
         self.fast_model = self._fast_model(fast, precision)
+        self.fast_path = None if self.fast_model is None else self.fast_model.probe
 
     def _fast_model(self, fast: bool, precision: str):
         """The FastModel for ``fast=True``, else None (after checking both arguments)."""
@@ -84,11 +88,11 @@ class Predictor:
             return None
         if self.device.type != "cpu":
             raise ClassicNetsError(f"fast=True prepares CPU inference; got device {str(self.device)!r}")
-        from .fast import optimize_for_inference
+        from .fast_probe import fastest
 
         gen = torch.Generator().manual_seed(0)  # normalised inputs are roughly N(0, 1)
         example = torch.randn(self.fast_batch, self.channels, *self.input_size, generator=gen)
-        return optimize_for_inference(self.model, example, precision)
+        return fastest(self.model, example, precision)
 
     def _image_from_file(self, path) -> torch.Tensor:
         from .data.folder import load_image
