@@ -6,10 +6,13 @@ number of threads (``torch.get_num_threads()``, or ``--threads``):
 
 * ``eager fp32``: ``model(x)`` under ``torch.inference_mode()``, default memory format: what a
   user gets with no effort.
-* ``fast fp32``: ``classicnets.fast.optimize_for_inference(model, x, "fp32")``, the project's
-  fastest fp32 path (torch.compile/inductor with frozen weights, channels-last; see fast.py).
-* ``fast bf16``: ``optimize_for_inference(model, x, "bf16")``: the same with bfloat16 weights
-  and activations; its outputs are float32 logits.
+* ``fast fp32``: what ``classicnets.load(..., fast=True)`` and ``predict --fast`` serve:
+  ``classicnets.fast_probe.fastest(model, x, "fp32")``, the fastest of eager, inductor (frozen
+  weights, channels-last) and ONNX Runtime by a short probe on this batch (uncached here; its
+  timings are reported with the one-off costs). ``--backend`` other than auto: that backend of
+  ``classicnets.fast.optimize_for_inference`` instead.
+* ``fast bf16``: ``fastest(model, x, "bf16")``: the same with the bf16 path competing too (on
+  CPUs with native bf16); its outputs are float32 logits.
 * ``onnxruntime fp32``: the model exported with ``classicnets.export.export_onnx`` (dynamic
   batch), run by an ONNX Runtime ``InferenceSession`` on the CPU execution provider with its
   default graph optimisations (ORT_ENABLE_ALL) and ``intra_op_num_threads`` = torch's threads.
@@ -70,6 +73,7 @@ from infer_agreement import compare_logits, probe, run_in_chunks, smooth_images
 import classicnets
 from classicnets.errors import ClassicNetsError
 from classicnets.fast import BACKENDS, optimize_for_inference
+from classicnets.fast_probe import fastest
 from classicnets.report import machine_info
 
 CONTENDERS = ("eager fp32", "fast fp32", "fast bf16", "onnxruntime fp32")
@@ -196,7 +200,8 @@ def bench_model(name: str, args, folder: Path, results: dict, precisions: tuple[
     results["one_off"].append({"model": name, "contender": "onnxruntime fp32", **ort_costs})
     fast = {}
     for precision in precisions:
-        fm = optimize_for_inference(model, batches[biggest], precision, backend=args.backend)
+        fm = (fastest(model, batches[biggest], precision, cache=False) if args.backend == "auto"
+              else optimize_for_inference(model, batches[biggest], precision, backend=args.backend))
         first_calls = {}
         for bs in args.batch_sizes:  # compiles the other batch sizes now, not in the warm-up
             if bs != biggest:
@@ -207,7 +212,7 @@ def bench_model(name: str, args, folder: Path, results: dict, precisions: tuple[
         results["one_off"].append({"model": name, "contender": f"fast {precision}", "backend": fm.backend,
                                    f"build_seconds_batch_{biggest}": fm.build_seconds,
                                    "first_call_seconds": first_calls, "max_diff_vs_eager": fm.max_diff,
-                                   "fallbacks": fm.fallbacks})
+                                   "fallbacks": fm.fallbacks, "probe": fm.probe and fm.probe.as_dict()})
         if not args.quiet:
             print(f"{name}: fast {precision} via {fm.backend}, built in {fm.build_seconds:.1f} s", file=sys.stderr)
     contenders = make_contenders(model, session, fast)
@@ -296,7 +301,7 @@ def to_markdown(results: dict) -> str:
         "",
         f"Models {', '.join(f'`{n}`' for n in c['models'])} (random weights, eval mode), float32 NCHW batches "
         f"of {', '.join(map(str, c['batch_sizes']))}. `eager fp32`: `model(x)` under `torch.inference_mode()`; "
-        "`fast fp32` / `fast bf16`: `classicnets.fast.optimize_for_inference(model, x, precision)`; "
+        "`fast fp32` / `fast bf16`: the path `--fast` serves (`classicnets.fast_probe.fastest(model, x, precision)`); "
         "`onnxruntime fp32`: the `export_onnx` file in an ONNX Runtime session (CPU provider, default graph "
         f"optimisations). Median of {c['reps']} samples (each at least {c['min_sample_seconds']} s of back-to-back "
         "calls) after a warm-up round, contenders interleaved with the order rotating.",
@@ -357,6 +362,11 @@ def _one_off_table(results: dict) -> list[str]:
             cost += "".join(f", first call at batch {bs} {s:.1f}" for bs, s in o["first_call_seconds"].items())
             if o["fallbacks"]:
                 cost += f"; fell back from: {'; '.join(o['fallbacks'])}"
+            if o.get("probe"):  # which path the probe chose, at the example's batch
+                p = o["probe"]
+                cost += (f"; probe (every candidate built in {sum(p['build_seconds'].values()):.1f}) at batch "
+                         f"{p['batch']}: " + ", ".join(
+                    f"{n} {p['batch'] / t:.1f} img/s" for n, t in p["seconds_per_call"].items()))
         lines.append(f"| {o['model']} | {o['contender']} | {cost} |")
     return lines
 

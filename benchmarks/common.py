@@ -125,10 +125,13 @@ def serve_worker(argv: list[str], worker) -> bool:
     return True
 
 
-def call_worker(script: Path, args: list[str], env: dict | None = None, what: str | None = None) -> dict:
-    """Run ``SCRIPT worker ARGS...`` in its own process (from the repository root) and return the JSON
-    it printed last (see ``serve_worker``); a failure raises with its stderr, named by ``what``."""
-    proc = subprocess.run([sys.executable, str(script), "worker", *args], capture_output=True, env=env, cwd=ROOT)
+def call_worker(script: Path, args: list[str], env: dict | None = None, what: str | None = None,
+                python: str | Path | None = None) -> dict:
+    """Run ``SCRIPT worker ARGS...`` in its own process (from the repository root; with ``python``,
+    by default this interpreter) and return the JSON it printed last (see ``serve_worker``); a
+    failure raises with its stderr, named by ``what``."""
+    proc = subprocess.run([str(python or sys.executable), str(script), "worker", *args], capture_output=True,
+                          env=env, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{what or 'worker ' + ' '.join(args)} failed ({proc.returncode}):\n"
                            f"{proc.stderr.decode()[-3000:]}")
@@ -163,16 +166,10 @@ def make_random_data(kind: str, root: Path, n_train: int, n_test: int = 16) -> P
 
     rng = np.random.default_rng(0)
     if kind == "random32":
-        d = root / "cifar-10-batches-py"
-        d.mkdir(parents=True, exist_ok=True)
-        names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-        (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
-        per = math.ceil(n_train / 5)
-        for i, (name, n) in enumerate([*[(f"data_batch_{k}", per) for k in range(1, 6)], ("test_batch", n_test)]):
-            data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-            (d / name).write_bytes(pickle.dumps({b"data": data, b"labels": [(i + j) % 10 for j in range(n)]},
-                                                protocol=2))
-        return d
+        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        splits = {split: (rng.integers(0, 256, (n, 3072), dtype=np.uint8), [(i + j) % 10 for j in range(n)])
+                  for i, (split, n) in enumerate((("train", n_train), ("test", n_test)))}
+        return write_cifar_folder(root, splits, names)
     from PIL import Image
 
     for split, n in (("train", n_train), ("test", n_test)):
@@ -181,6 +178,35 @@ def make_random_data(kind: str, root: Path, n_train: int, n_test: int = 16) -> P
             cls.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(cls / f"{j}.png")
     return root
+
+
+def make_gray_cifar(dataset: str, root: Path, n_train: int, n_test: int) -> Path:
+    """A CIFAR-10 folder of a grey dataset's first images (``fashion-mnist``, ``digits``), padded to
+    32x32 as classicnets pads them and repeated to three channels: real images at 32x32x3, whose
+    test accuracy means something, where CIFAR-10 itself is not at hand."""
+    from classicnets.data.pipeline import fit_to_size
+    from classicnets.data.sources import load_split
+
+    splits = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        data = load_split(dataset, None, split, size=(32, 32), channels=1)
+        images = fit_to_size(data.images[:n], (32, 32)).expand(-1, 3, -1, -1)
+        splits[split] = (images.reshape(len(images), -1).numpy(), data.labels[:n].tolist())
+    return write_cifar_folder(root, splits, data.classes)
+
+
+def write_cifar_folder(root: Path, splits: dict, names: list[str]) -> Path:
+    """``root/cifar-10-batches-py`` in CIFAR-10's format: ``splits`` maps "train" and "test" to
+    (uint8 rows of 3072 values, channel by channel, labels); the training rows in 5 batches."""
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [n.encode() for n in names]}, protocol=2))
+    data, labels = splits["train"]
+    per = math.ceil(len(labels) / 5)
+    files = [(f"data_batch_{k + 1}", data[k * per:(k + 1) * per], labels[k * per:(k + 1) * per]) for k in range(5)]
+    for name, rows, rows_labels in [*files, ("test_batch", *splits["test"])]:
+        (d / name).write_bytes(pickle.dumps({b"data": rows, b"labels": list(rows_labels)}, protocol=2))
+    return d
 
 
 def timed_epoch(model, optimizer, batches, lr_at, step: int, *, label_smoothing: float = 0.0, amp_dtype=None,

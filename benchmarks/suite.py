@@ -11,23 +11,34 @@ Writes ``results.json`` (with the machine and the commit measured) and ``results
    augmented sample at a time through a ``DataLoader``, the model in its default memory format,
    fp32, ``torch.optim.SGD``'s default implementation, ``loss.item()`` every step. Same model,
    batch size, optimiser settings and augmentation. Workloads: LeNet-5 on Fashion-MNIST (the
-   first 20,000 images); ResNet-20 and ResNet-56 on 32x32x3 (random CIFAR-10-shaped images:
-   throughput does not depend on the pixels); VGG-16 and ResNet-50 at 224x224 for a few steps.
+   first 20,096 images); ResNet-20 on 32x32x3 (the first 2,560 Fashion-MNIST images, padded and
+   repeated to three channels, so that its test accuracy means something); ResNet-56 on 32x32x3
+   (random CIFAR-10-shaped images: throughput does not depend on the pixels); VGG-16 and
+   ResNet-50 at 224x224 for a few steps.
+   **The peers** (``peers.py``), where installed: Keras 3 on TensorFlow, Keras 3 on JAX and Flax +
+   optax train LeNet-5 and ResNet-20 in the same rounds, with the same model, data, batch, epochs,
+   optimiser and learning rate of every step; every contender but the tutorial loop reports its
+   final test accuracy. An absent peer is skipped, and the report says so.
 2. **Time to accuracy**: training seconds (evaluation excluded) until LeNet-5 first reaches 90%
    on the Fashion-MNIST test set, and 98.5% on the embedded digits' test split, with the default
    recipe.
 3. **Inference throughput**: ``benchmarks/bench_infer.py`` (AlexNet, VGG-16, ResNet-50 at batch
-   1 and 16: eager, the fastest fp32 and bf16 paths, ONNX Runtime), merged in.
-4. **Fraction of peak**: achieved FLOP/s (2 x multiply-adds per image forward, x3 for a training
+   1 and 16: eager, the paths ``--fast`` serves in fp32 and bf16, ONNX Runtime), merged in; then
+   VGG-16 and ResNet-50 at batch 16 in each Keras peer (``keras.applications``).
+4. **LeNet-5's kernel ceiling**: ``benchmarks/bench_lenet_roofline.py`` at batch 128 (its
+   convolution and linear kernels alone against the whole training step), merged in.
+5. **Fraction of peak**: achieved FLOP/s (2 x multiply-adds per image forward, x3 for a training
    step: forward, input gradients and weight gradients) over the matmul peak of this machine,
    measured in the same run (fp32 and bf16 ``torch.mm``, before and after the runs).
-5. **Memory**: the peak RSS of each training run; every run is its own process, so the figure
+6. **Memory**: the peak RSS of each training run; every run is its own process, so the figure
    is that run's alone (``os.wait4``'s ``ru_maxrss``).
 
-Each contender runs ``--reps`` times, interleaved (A B, B A, ...), and the medians are reported.
+Each contender runs ``--reps`` times, interleaved (A B C, B C A, ...), and the medians are reported.
 
-This file runs the suite: its arguments, its sections and their order. ``workers.py`` holds the
-measurements, each run in a process of its own (``suite.py worker ...``); ``goals.py`` judges the
+This file runs the suite: its arguments, its sections and their order. ``training.py`` runs the
+training throughput section, ``peers.py`` the peers (their own loops are in ``peer_keras.py`` and
+``peer_flax.py``); ``workers.py`` holds the measurements, each run in a process of its own
+(``suite.py worker ...``); ``goals.py`` judges the
 performance goals and quotes the other benchmarks' results; ``render.py`` writes the report;
 ``common.py`` and ``tutorial.py`` are shared with the other scripts. The names
 ``scripts/update_readme.py`` reads from here (``isa``, ``peak_text``, ``evaluate_goals``,
@@ -40,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -49,113 +59,21 @@ import time
 from pathlib import Path
 
 # benchmarks/*.py, imported from this folder as the scripts run.
-from common import (
-    RESULTS,
-    call_worker,
-    git_commit,
-    isa,
-    machine_name,
-    make_random_data,
-    pool_as_run,
-    result_file,
-    write_results,
-)
+from common import RESULTS, git_commit, isa, machine_name, pool_as_run, result_file, write_results
 from goals import cuda_evidence, evaluate_goals, format_goal
-from render import format_seconds, peak_text, to_markdown
+from peer_common import PEERS
+from peers import default_python, find_peers
+from peers import inference_section as peer_inference_section
+from render import format_seconds, peak_text, summary_table, to_markdown
+from training import QUICK_WORKLOADS, WORKLOADS, log, run_worker, training_section, workload_data
 from workers import worker_peak, worker_train, worker_tta
 
 # What scripts/update_readme.py and the tests read from this module, wherever it is defined.
 __all__ = ["cuda_evidence", "evaluate_goals", "format_goal", "format_seconds", "isa", "main", "median_seconds",
-           "peak_text", "pool_as_run", "result_file"]
+           "peak_text", "pool_as_run", "result_file", "summary_table"]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-# name -> (model, data kind, batch size, training images, timed epochs per run)
-WORKLOADS = {
-    # Batch 128: the lenet5 recipe's batch on Fashion-MNIST (recipes.DATASET_RECIPES).
-    "lenet5-fashion": dict(model="lenet5", data="fashion-mnist", batch=128, images=20_096, size=32),
-    "resnet20-32x32x3": dict(model="resnet20", data="random32", batch=128, images=2_560, size=32),
-    "resnet56-32x32x3": dict(model="resnet56", data="random32", batch=128, images=1_024, size=32),
-    # A few steps: two of batch 8 per epoch (VGG-16 trains at about 1 image/s in fp32 on 2 cores).
-    "vgg16-224": dict(model="vgg16", data="random224", batch=8, images=16, size=224),
-    "resnet50-224": dict(model="resnet50", data="random224", batch=8, images=32, size=224),
-}
-QUICK_WORKLOADS = {
-    "lenet5-fashion": dict(model="lenet5", data="digits", batch=64, images=256, size=32),
-    "resnet20-32x32x3": dict(model="resnet20", data="random32", batch=32, images=64, size=32),
-}
-
-
-# ------------------------------------------------------------------------------------------
-# Workers: each measurement runs in a fresh process so its peak RSS is its own.
-# ------------------------------------------------------------------------------------------
-
-
-def run_worker(argv: list[str], env_threads: int | None) -> dict:
-    """Run ``suite.py worker ...`` and return its JSON, with the process's peak RSS."""
-    env = dict(os.environ)
-    if env_threads:
-        env["OMP_NUM_THREADS"] = str(env_threads)
-    return call_worker(Path(__file__).resolve(), argv, env)
-
-
-# ------------------------------------------------------------------------------------------
-# The suite
-# ------------------------------------------------------------------------------------------
-
-
-def log(args, msg: str) -> None:
-    if not args.quiet:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def training_section(args, workloads: dict, tmp: Path) -> dict:
-    from classicnets.train import TrainConfig
-
-    results = {}
-    for name, w in workloads.items():
-        data_dir = ""
-        if w["data"].startswith("random"):
-            data_dir = str(make_random_data(w["data"], tmp / name, w["images"]))
-        # The recipe's learning rate for this model and data (random data: the model's own).
-        dataset = None if w["data"].startswith("random") else w["data"]
-        lr = TrainConfig(model=w["model"], dataset=dataset, data_dir=data_dir or None).resolved().lr
-        # Two epochs per run (the first warms up), one epoch being at least a few steps.
-        common = ["--model", w["model"], "--data", w["data"], "--data-dir", data_dir, "--batch", str(w["batch"]),
-                  "--images", str(w["images"]), "--epochs", "2", "--lr", str(lr)]
-        if args.threads:
-            common += ["--threads", str(args.threads)]
-        samples = {"classicnets": [], "tutorial": []}
-        rss = {"classicnets": [], "tutorial": []}
-        info = {}
-        names = list(samples)
-        for rep in range(args.reps):
-            for contender in names[rep % 2:] + names[:rep % 2]:
-                r = run_worker(["train", "--contender", contender, *common], args.threads)
-                samples[contender].append(r["images_per_second"])
-                rss[contender].append(r["peak_rss_mb"])
-                if contender == "classicnets":
-                    info = {k: r[k] for k in ("precision", "resolved_precision", "channels_last")}
-            log(args, f"{name} rep {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.1f} img/s" for k, v in samples.items()))
-        med = {k: statistics.median(v) for k, v in samples.items()}
-        macs = _macs(w["model"], w)
-        results[name] = {**w, "lr": lr, "images_per_second": samples, "median_images_per_second": med,
-                         "speedup": med["classicnets"] / med["tutorial"], "peak_rss_mb": rss,
-                         "median_peak_rss_mb": {k: statistics.median(v) for k, v in rss.items()},
-                         "macs_per_image": macs, "classicnets_settings": info}
-    return results
-
-
-def _macs(model: str, w: dict) -> int:
-    """Forward multiply-adds per image at the workload's input (1 channel for Fashion/digits)."""
-    from classicnets import create_model
-    from classicnets.summary_table import summary
-
-    channels = 1 if w["data"] in ("fashion-mnist", "digits") else 3
-    classes = 4 if w["data"] == "random224" else 10
-    m = create_model(model, num_classes=classes, in_channels=channels)
-    return summary(m, (channels, w["size"], w["size"])).total_macs
 
 
 def settings_section(args, tmp: Path) -> dict:
@@ -168,8 +86,7 @@ def settings_section(args, tmp: Path) -> dict:
     table = QUICK_WORKLOADS if args.quick else WORKLOADS
     for name, variants in picks.items():
         w = table[name]
-        data_dir = str(make_random_data(w["data"], tmp / f"settings-{name}", w["images"])) \
-            if w["data"].startswith("random") else ""
+        data_dir = workload_data(w, tmp / f"settings-{name}")
         common = ["--contender", "classicnets", "--model", w["model"], "--data", w["data"], "--data-dir", data_dir,
                   "--batch", str(w["batch"]), "--images", str(w["images"]), "--epochs", "2"]
         if args.threads:
@@ -263,6 +180,18 @@ def inference_section(args, tmp: Path) -> dict | None:
             "markdown": (out / "inference.md").read_text()}
 
 
+def roofline_section(args, tmp: Path, threads: int) -> dict | None:
+    """LeNet-5's kernel ceiling at batch 128 (``bench_lenet_roofline.py``, without its
+    torch.compile pooling, which only the Decisions need): the yardstick of its step goal."""
+    if args.skip_roofline:
+        return None
+    out = tmp / "roofline"
+    cmd = [sys.executable, str(HERE / "bench_lenet_roofline.py"), "--batch", "128", "--no-compile",
+           "--threads", str(args.threads or threads), "--out", str(out), "--quiet"]
+    subprocess.run(cmd + (["--quick"] if args.quick else []), check=True, cwd=ROOT)
+    return json.loads((out / "lenet_roofline.json").read_text())
+
+
 def run(args) -> dict:
     from classicnets.report import machine_info
 
@@ -276,6 +205,10 @@ def run(args) -> dict:
         workloads = {k: (QUICK_WORKLOADS if args.quick and k in QUICK_WORKLOADS else WORKLOADS)[k]
                      for k in args.workloads}
     results = {"machine": machine_info(), "commit": git_commit(), "quick": args.quick, "reps": args.reps}
+    wanted = [] if args.peers == ["none"] else args.peers
+    results["peers"] = find_peers(args.peer_python or default_python(), wanted)
+    for name, why in results["peers"]["skipped"].items():
+        log(args, f"peer {name}: skipped, {why}")
     with tempfile.TemporaryDirectory(prefix="classicnets-bench-") as tmp:
         tmp = Path(tmp)
         log(args, "matmul peak ...")
@@ -283,11 +216,14 @@ def run(args) -> dict:
         first = {"runs": peaks, "fp32_gflops": peaks[0]["fp32"]["median_gflops"],
                  "bf16_gflops": peaks[0]["bf16"]["median_gflops"]}
         log(args, f"  {peak_text(first)}")
-        results["training"] = training_section(args, workloads, tmp)
+        results["training"] = training_section(args, workloads, tmp, results["peers"])
         results["settings"] = {} if args.skip_settings else settings_section(args, tmp)
         results["parity"] = {} if args.skip_settings else parity_section(args)
         results["time_to_accuracy"] = {} if args.skip_tta else time_to_accuracy_section(args)
+        results["roofline"] = roofline_section(args, tmp, results["machine"]["torch_threads"])
         results["inference"] = inference_section(args, tmp)
+        results["peer_inference"] = None if args.skip_inference else peer_inference_section(
+            results["peers"], args.quick, args.threads, lambda msg: log(args, msg))
         peaks.append(peak_section(args))
     results["peak"] = {
         "runs": peaks,
@@ -301,7 +237,7 @@ def run(args) -> dict:
         r["fraction_of_peak"] = {
             "classicnets": r["achieved_gflops"]["classicnets"] / results["peak"][peak_key],
             "classicnets_peak": peak_key.split("_")[0],
-            "tutorial": r["achieved_gflops"]["tutorial"] / results["peak"]["fp32_gflops"],
+            **{k: g / results["peak"]["fp32_gflops"] for k, g in r["achieved_gflops"].items() if k != "classicnets"},
         }
     results["goals"] = evaluate_goals(results)
     results["seconds"] = round(time.perf_counter() - started, 1)
@@ -332,7 +268,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--workloads", nargs="+", help=f"a subset of: {', '.join(WORKLOADS)}")
     ap.add_argument("--skip-tta", action="store_true", help="leave out the time-to-accuracy runs")
-    ap.add_argument("--skip-inference", action="store_true", help="leave out bench_infer.py")
+    ap.add_argument("--skip-inference", action="store_true", help="leave out bench_infer.py and the peers' inference")
+    ap.add_argument("--skip-roofline", action="store_true", help="leave out LeNet-5's kernel ceiling")
+    ap.add_argument("--peers", nargs="+", choices=[*PEERS, "none"], default=None,
+                    help="the peers to run, where installed (default: every one installed; none: no peer)")
+    ap.add_argument("--peer-python", default=None, metavar="PATH",
+                    help="the interpreter the peers run in (default: this one when it has any of them, else "
+                         ".venv-peers/bin/python when there is one)")
     ap.add_argument("--skip-settings", action="store_true", help="leave out the precision/memory-format and "
                                                                    "bf16 accuracy runs")
     ap.add_argument("--out", type=Path, default=None,

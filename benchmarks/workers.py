@@ -33,9 +33,11 @@ def worker_train(args) -> dict:
                                   seed=args.seed))
             ips = [h["images_per_second"] for h in r.history]
             cfg = json.loads((Path(tmp) / "config.json").read_text())
+        # The run evaluates once, after its last epoch (eval_every above): the final test accuracy
+        # the peers' runs are compared with.
         return {"images_per_second": ips[-1], "epochs": ips, "precision": cfg["precision"],
                 "resolved_precision": resolved_precision(cfg), "channels_last": cfg["channels_last"],
-                "peak_rss_mb": peak_rss_mb()}
+                "test_accuracy": r.history[-1].get("test_accuracy"), "peak_rss_mb": peak_rss_mb()}
     ips = tutorial_train(args)
     return {"images_per_second": ips[-1], "epochs": ips, "precision": "fp32", "resolved_precision": "fp32",
             "channels_last": False, "peak_rss_mb": peak_rss_mb()}

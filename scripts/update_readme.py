@@ -101,10 +101,17 @@ def benchmarks_section(folder: str = MAIN_RESULTS, command: str = "") -> str:
 
 
 def benchmarks_headline(link: Link) -> str:
-    """The README's one table of performance figures: training throughput against the tutorial
-    loop, from the same benchmarks/results.json as the ``benchmarks`` section."""
+    """The README's one table of performance figures, from the same benchmarks/results.json as the
+    ``benchmarks`` section: classicnets against each peer, ONNX Runtime and the tutorial loop
+    (``summary_table``); for runs from before the peers, training against the tutorial loop."""
     r = _results()
     m = r["machine"]
+    if "peers" in r:
+        return "\n".join([f"Images/s on {m['cpu']}{_suite().isa(m)} with {m['cores_available']} cores "
+                          f"(torch {m['torch']}), medians of {r['reps']} interleaved runs, and in brackets how many "
+                          "times as fast classicnets is (inference: the path `--fast` serves), from "
+                          f"[`{MAIN_RESULTS}/results.md`]({link(f'{MAIN_RESULTS}/results.md')}):", "",
+                          *_suite().summary_table(r)])
     lines = [f"Training throughput on {m['cpu']}{_suite().isa(m)} with {m['cores_available']} cores "
              f"(torch {m['torch']}), against the tutorial loop (a per-sample `Dataset` + `DataLoader`, fp32); "
              f"medians of {r['reps']} interleaved runs from "
