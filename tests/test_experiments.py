@@ -62,8 +62,10 @@ def test_identity(tmp_path):
     assert zero["layer1"] == zero["layer2"] == zero["layer3"] == zero["logits"] == 0.0
     assert doc["results"]["depth_comparison"]["default_init"]["logits"] > 0
     assert len(doc["results"]["identity_fit"]["curves"]["plain"][0]) == 3  # every 10th of 30 steps
-    with pytest.raises(ClassicNetsError, match="no separate paper protocol"):
+    with pytest.raises(ClassicNetsError, match="'identity' has no paper protocol: it has quick"):
         experiments.run_experiment("identity", quick=False, out=tmp_path)
+    with pytest.raises(ClassicNetsError, match="no cpu protocol"):
+        experiments.run_experiment("identity", protocol="cpu", out=tmp_path)
 
 
 @needs_fashion
@@ -149,4 +151,4 @@ def test_cli_list_and_run(cli, tmp_path, monkeypatch):
     assert code == 0 and "wrote" in out
     check_outputs(tmp_path / "id", "identity")
     code, _, err = cli("experiment", "identity", "--protocol", "paper", "--out", tmp_path / "p")
-    assert code == 2 and "no separate paper protocol" in err
+    assert code == 2 and "'identity' has no paper protocol: it has quick" in err

@@ -221,7 +221,7 @@ def cmd_experiment(args) -> int:
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in key_values(args.set, "--set").items()}
     if args.data:
         settings["data_dir"] = args.data
-    doc = run_experiment(args.name, quick=args.protocol == "quick", out=out, **settings)
+    doc = run_experiment(args.name, protocol=args.protocol, out=out, **settings)
     print(f"{doc['title']} ({doc['protocol']} protocol, {doc['seconds']:.0f} s)")
     print(doc["conclusion"])
     print(f"wrote {out}/results.json, report.md, " + ", ".join(doc["figures"]))
@@ -357,8 +357,9 @@ def _add_study_commands(sub) -> None:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--quick", dest="protocol", action="store_const", const="quick",
                    help="the quick protocol (the default): seconds to minutes on a laptop CPU")
-    g.add_argument("--protocol", choices=["quick", "paper"], default="quick",
-                   help="'paper': full datasets, more seeds and epochs, where the experiment defines it")
+    g.add_argument("--protocol", choices=["quick", "cpu", "paper"], default="quick",
+                   help="'paper': full datasets, more seeds and epochs, where the experiment defines it; "
+                        "'cpu': degradation's longer run for a laptop (about an hour on 2 cores)")
     s.add_argument("--out", help="output folder (default runs/experiments/NAME)")
     s.add_argument("--data", metavar="DIR", help="where the experiment's dataset is (e.g. CIFAR-10 for degradation's "
                                                  "paper protocol), if not in the cache")

@@ -2,7 +2,8 @@
 writes ``results.json``, its figures and ``report.md`` to a folder, and returns the results.
 
 ``run_experiment("identity", out="docs/experiments/identity")`` runs the quick protocol (minutes
-at most on a laptop CPU); ``quick=False`` runs the paper protocol where one is defined.
+at most on a laptop CPU); ``protocol="paper"`` (or ``quick=False``) runs the paper protocol where
+one is defined, and an experiment may define others (degradation's ``"cpu"``: an hour on 2 cores).
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ from pathlib import Path
 
 from ..errors import ClassicNetsError
 
-# name -> (function(out, protocol, **kw) -> results dict, one-line description, has a paper protocol)
-_EXPERIMENTS: dict[str, tuple[Callable[..., dict], str, bool]] = {}
+PROTOCOLS = ("quick", "cpu", "paper")  # every protocol any experiment defines; quick is everyone's
+# name -> (function(out, protocol, **kw) -> results dict, one-line description, its protocols)
+_EXPERIMENTS: dict[str, tuple[Callable[..., dict], str, tuple[str, ...]]] = {}
 
 
-def register_experiment(description: str, paper_protocol: bool = True):
-    """Decorator: the function's name (``run_`` stripped) is the experiment's name."""
+def register_experiment(description: str, paper_protocol: bool = True, more_protocols: tuple[str, ...] = ()):
+    """Decorator: the function's name (``run_`` stripped) is the experiment's name; its protocols
+    are "quick", "paper" unless ``paper_protocol`` is False, and ``more_protocols``."""
 
     def decorate(fn: Callable[..., dict]) -> Callable[..., dict]:
         name = fn.__name__.removeprefix("run_")
-        _EXPERIMENTS[name] = (fn, description, paper_protocol)
+        _EXPERIMENTS[name] = (fn, description, ("quick", *more_protocols, *(("paper",) if paper_protocol else ())))
         return fn
 
     return decorate
@@ -42,22 +45,24 @@ def describe_experiment(name: str) -> str:
     return _lookup(name)[1]
 
 
-def _lookup(name: str) -> tuple[Callable[..., dict], str, bool]:
+def _lookup(name: str) -> tuple[Callable[..., dict], str, tuple[str, ...]]:
     _ensure_loaded()
     if name not in _EXPERIMENTS:
         raise ClassicNetsError(f"unknown experiment {name!r}: expected one of {', '.join(sorted(_EXPERIMENTS))}")
     return _EXPERIMENTS[name]
 
 
-def run_experiment(name: str, quick: bool = True, out: str | Path | None = None, **kw) -> dict:
-    """Run experiment ``name`` with its quick protocol (or the paper's, ``quick=False``) into
-    ``out`` (default ``runs/experiments/<name>``); keyword arguments shrink or change it (see
-    each experiment's function). Returns the dict also written to ``out/results.json``."""
-    fn, _, has_paper = _lookup(name)
-    protocol = "quick" if quick else "paper"
-    if protocol == "paper" and not has_paper:
-        raise ClassicNetsError(f"experiment {name!r} has no separate paper protocol: its quick run is the "
-                               f"whole experiment (run it without --protocol paper)")
+def run_experiment(name: str, quick: bool = True, out: str | Path | None = None, protocol: str | None = None,
+                   **kw) -> dict:
+    """Run experiment ``name`` with ``protocol`` (default: the quick one, or the paper's when
+    ``quick=False``) into ``out`` (default ``runs/experiments/<name>``); keyword arguments shrink
+    or change it (see each experiment's function). Returns the dict also written to
+    ``out/results.json``."""
+    fn, _, protocols = _lookup(name)
+    protocol = protocol or ("quick" if quick else "paper")
+    if protocol not in protocols:
+        raise ClassicNetsError(f"experiment {name!r} has no {protocol} protocol: it has "
+                               f"{', '.join(protocols)} (--protocol {'|'.join(protocols)})")
     _check_settings(name, fn, kw)
     out = Path(out) if out is not None else Path("runs") / "experiments" / name
     out.mkdir(parents=True, exist_ok=True)

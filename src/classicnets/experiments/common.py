@@ -91,7 +91,7 @@ def finish(out: Path, *, name: str, title: str, protocol: str, started: float, s
 
 def render_report(doc: dict, link_prefix: str = "", heading: str = "#") -> str:
     m = doc["machine"]
-    paper = " --protocol paper" if doc["protocol"] == "paper" else ""
+    paper = f" --protocol {doc['protocol']}" if doc["protocol"] != "quick" else ""
     threads = doc["settings"].get("threads") or m["torch_threads"]  # what the runs used, if set
     parts = [f"{heading} {doc['title']}", "",
              f"`classicnets experiment {doc['experiment']}{paper}`. "
