@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import MODEL_FILE, build_from_checkpoint, is_shipped, read_meta, resolve
+from ..checkpoint import MODEL_FILE, is_shipped, read_meta, resolve
 from ..errors import ClassicNetsError
 from ..models import create_model, list_models, model_card
 from ..predict import Predictor
+from ..predict import load as load_predictor
 from ..weights import list_weights, weights_card
 
 DEFAULT = "lenet5-digits"
@@ -55,8 +56,7 @@ class Entry:
                                          in_channels=self.meta["in_channels"])
                 self.predictor = Predictor(model, self.meta)
             else:
-                model, meta = build_from_checkpoint(self.path)
-                self.predictor = Predictor(model, meta)
+                self.predictor = load_predictor(self.path)
         return self.predictor
 
     def describe(self) -> dict:
