@@ -65,6 +65,17 @@ def test_train_command_writes_a_run(cli_run):
     assert config["train_limit"] == 256 and config["epochs"] == 1 and config["threads"] == 1
 
 
+def test_test_limit_tests_on_the_first_n_test_images(tmp_path):
+    from classicnets.train import TrainConfig, train
+
+    r = train(TrainConfig(model="lenet5", epochs=1, train_limit=64, test_limit=100, threads=1, quiet=True,
+                          out=str(tmp_path / "run")))
+    assert r.split_sizes["test"] == 100 and r.split_sizes["train"] == 64
+    assert round(r.test_accuracy * 100) == pytest.approx(r.test_accuracy * 100)  # a whole number of 100 images
+    with pytest.raises(SystemExit):  # a count, not zero
+        main(["train", "lenet5", "--test-limit", "0"])
+
+
 def test_evaluate_json(cli, cli_run):
     (cli_run / "confusion.png").unlink(missing_ok=True)
     code, out, _ = cli("evaluate", cli_run, "--format", "json")

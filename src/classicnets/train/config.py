@@ -92,6 +92,8 @@ class TrainConfig:
         None, "train at this size instead of the model's native one", nargs=2, type=positive_int,
         metavar=("H", "W"), convert=_as_tuple)
     train_limit: int | None = setting(None, "use only the first N training images", type=positive_int)
+    test_limit: int | None = setting(None, "test on only the first N test images (quicker, noisier)",
+                                     type=positive_int)
     holdout: int | None = setting(
         None, "keep the last N training images out as a validation set (He et al.: 5000 of 50000)",
         type=positive_int, metavar="N")

@@ -192,7 +192,7 @@ def _load_splits(cfg: TrainConfig) -> tuple[dict, tuple[int, int]]:
     if train_set.classes != test_set.classes:
         raise ClassicNetsError(
             f"train and test splits disagree on the classes: {train_set.classes} vs {test_set.classes}")
-    splits = {"test": test_set}
+    splits = {"test": head(test_set, cfg.test_limit) if cfg.test_limit else test_set}
     if cfg.holdout:
         train_set, splits["validation"] = hold_out(train_set, cfg.holdout)
     splits["train"] = head(train_set, cfg.train_limit) if cfg.train_limit else train_set
