@@ -18,6 +18,7 @@ from classicnets import create_model, experiments
 from classicnets.data.imageset import channel_stats
 from classicnets.errors import ClassicNetsError
 from classicnets.experiments import degradation
+from classicnets.experiments.common import default_workers
 from classicnets.experiments.gradient_flow import conv_gradient_norms, watch_steps
 from test_experiments import PNG, check_outputs, needs_fashion
 
@@ -40,8 +41,8 @@ def test_quick_protocol_in_a_tiny_setting(tiny):
     # Plain and residual nets of a depth have the same parameters (option A shortcuts are free).
     params = doc["results"]["parameters"]
     assert params["plain20"] == params["resnet20"] < params["plain32"] == params["resnet32"]
-    # Curves per seed, one point an epoch, against iterations (1 step an epoch here).
-    assert all(len(runs) == 2 and [h["step"] for h in run] == [1]
+    # Curves per seed, one point an epoch, against iterations (128 images in batches of 32: 4 steps).
+    assert all(len(runs) == 2 and [h["step"] for h in run] == [4]
                for runs in doc["results"]["curves"].values() for run in runs)
     assert doc["settings"]["width"] == 2 and doc["results"]["images"]["train"] == 128
     assert "Plain-32 ended at" in doc["conclusion"] and "ResNet-32 ended at" in doc["conclusion"]
@@ -79,6 +80,22 @@ def test_each_seed_and_the_final_training_pass_are_reported(tiny):
     assert "by seed" in table["headers"] and "running training error (%)" in table["headers"]
     assert "un-augmented" in table["caption"] and "augmented batches" in table["caption"]
     assert "By seed:" in doc["conclusion"] and "seed 1" in doc["conclusion"]
+
+
+@pytest.mark.slow
+def test_runs_side_by_side_match_runs_one_after_another(tiny, tmp_path):
+    """The tiny run trained its nets two at a time in worker processes (default on 2 or more cores,
+    one thread each); the same nets trained here, in this process, end with the same numbers."""
+    root, doc = tiny
+    assert doc["settings"]["workers"] == default_workers(1, 8) and doc["settings"]["threads"] == 1
+    alone = experiments.run_experiment("degradation", out=tmp_path / "out", dataset="digits", train_limit=128,
+                                       epochs=1, depths=(20,), width=2, seeds=(0,), gradient_steps=0, threads=1,
+                                       workers=1, verbose=False)
+    assert alone["settings"]["workers"] == 1
+    for name in ("plain20", "resnet20"):
+        ours, theirs = alone["results"]["per_seed"][name][0], doc["results"]["per_seed"][name][0]
+        for key in ("train_error", "running_train_error", "test_error"):
+            assert ours[key] == pytest.approx(theirs[key], abs=1e-9), (name, key)
 
 
 @pytest.mark.slow
@@ -147,14 +164,17 @@ def test_cpu_protocol_settings_dry_run(tmp_path, monkeypatch):
         return TrainResult(tmp_path, history, 0.5, 1.0, model.eval(), {"train": 5000, "test": 10000})
 
     monkeypatch.setattr(degradation, "train", fake_train)
-    doc = degradation.run_degradation(tmp_path / "out", "cpu", train_eval_limit=16, threads=1, verbose=False)
+    doc = degradation.run_degradation(tmp_path / "out", "cpu", train_eval_limit=16, threads=1, workers=1,
+                                     verbose=False)
     s = doc["settings"]
     assert doc["protocol"] == "cpu" and doc["seeds"] == [0, 1, 2] and s["depths"] == [20, 56, 110]
     assert (s["dataset"], s["train_limit"], s["epochs"], s["width"], s["precision"]) == (
-        "fashion-mnist", 5000, 5, 8, "fp32")
+        "fashion-mnist", 2000, 20, 8, "auto")
+    assert (s["batch_size"], s["lr"], s["schedule"], s["test_limit"]) == (32, 0.1, "onecycle", 2000)
     assert sorted((c.model, c.seed) for c in configs) == sorted(
         (f"{k}{d}", seed) for k in ("plain", "resnet") for d in (20, 56, 110) for seed in (0, 1, 2))
-    assert all(c.model_kwargs == {"width": 8} and c.train_limit == 5000 and c.epochs == 5 for c in configs)
+    assert all(c.model_kwargs == {"width": 8} and c.train_limit == 2000 and c.epochs == 20 and c.batch_size == 32
+               and c.schedule == "onecycle" and c.test_limit == 2000 for c in configs)
     assert all(len(rows) == 3 for rows in doc["results"]["per_seed"].values())
     assert set(doc["results"]["gradient_flow"]) == {"plain56", "resnet56"}
     assert len(doc["results"]["gradient_flow"]["plain56"]["init"]) == 55
@@ -260,3 +280,19 @@ def test_cli_runs_the_cpu_protocol_and_refuses_it_where_there_is_none(cli, tmp_p
     assert seen["protocol"] == "cpu" and "(cpu protocol" in out
     code, _, err = cli("experiment", "pooling", "--protocol", "cpu", "--out", tmp_path / "p")
     assert code != 0 and "'pooling' has no cpu protocol: it has quick" in err
+
+
+def test_gradient_flow_verdict_follows_the_numbers():
+    from classicnets.experiments.gradient_flow import describe
+
+    even, steep = [1.0, 2.0, 1.5], [150.0, 1.0, 0.5]
+    vanishing = [0.001, 0.05, 0.2]  # after training starts: smallest next to the input
+    flow = {"plain56": {"init": steep, "after": vanishing, "steps": 250}, "resnet56": {"init": even, "after": even}}
+    text = describe(flow, 56)
+    assert "the lecture notes' reading holds" in text and "vanishing gradients in the early layers" in text
+    assert "within 2x of each other" in text
+    flow["plain56"] = {"init": even, "after": [1.0, 3.0, 2.0], "steps": 250}
+    assert "no vanishing or exploding gradient explains" in describe(flow, 56)
+    flow["resnet56"] = {"init": steep, "after": steep}
+    flow["plain56"] = {"init": steep, "after": steep, "steps": 250}
+    assert "both nets' norms span 100x or more" in describe(flow, 56)

@@ -19,14 +19,13 @@ seed's training run.
 Protocols:
 
 * ``quick``: Fashion-MNIST (Debian's ``dataset-fashion-mnist``, 1 channel, zero-padded 28 -> 32),
-  the first 12,000 training images, 6 epochs, nets at half the paper's width (8/16/32 maps): the
-  depth, which is what degrades, is the paper's. About 12-15 minutes on 2 cores (728 s and 883 s
-  measured before the final training pass was added).
-* ``cpu``: the longer CPU run: depths 20, 56 and 110, seeds 0, 1 and 2, the first 5,000
-  Fashion-MNIST training images, 5 epochs (200 iterations a net), width 8. An *estimate*, to be
-  measured: 50-55 minutes on 2 cores in fp32, scaled from the quick run's 883 s by layers x images
-  (training 6.3e-5 s and evaluation 2.2e-5 s per layer and image: 51 minutes, plus each run's
-  setup), so its 18 runs get about 200 s each on average.
+  the first 2,000 training images for 20 epochs of batch 32 (1,260 iterations) with a one-cycle
+  learning rate peaking at 0.1, nets at half the paper's width (8/16/32 maps; the depth, which is
+  what degrades, is the paper's), seeds 0 and 1, test curves on the first 2,000 test images.
+  Fewer images for more, smaller steps: the fitting regime, which is what training error is
+  about. About 11-12 minutes on 2 cores, the runs two at a time (see the report for the figure).
+* ``cpu``: the same budget for depths 20, 56 and 110 and seeds 0, 1 and 2: 18 runs, about 40
+  minutes on 2 cores (the report has the measured time).
 * ``paper``: section 4.2 exactly. CIFAR-10 with a 45k/5k train/validation split, per-channel
   mean/std normalisation, 4-pixel zero padding + random 32x32 crop + horizontal flip, batch 128,
   SGD momentum 0.9, weight decay 1e-4, learning rate 0.1 divided by 10 at 32k and 48k iterations,
@@ -42,38 +41,48 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..data.pipeline import make_loader
 from ..data.sources import head, hold_out, load_split
 from ..device import autocast_dtype
 from ..errors import ClassicNetsError
 from ..evaluate import evaluate_model
 from ..models import model_card
-from ..report import save_figure
 from ..train import TrainConfig, train
 from . import gradient_flow as gf
 from . import register_experiment
-from .common import finish, pyplot, runs_directory, torch_threads
+from .common import default_workers, finish, run_jobs, runs_directory
+from .degradation_report import PAPER_TEST_ERROR, budget_text, conclusion, pct, plot_figure6, schedule_text
 
-# Table 6 of the paper: CIFAR-10 test error (%) of the residual nets (best of 5 runs for 110).
-PAPER_TEST_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
-
-# gradient_steps: when the gradient flow's second snapshot is taken, inside the first learning-rate
-# phase (quick: 564 iterations, lr/10 at 282; cpu: 200, lr/10 at 100).
+# The quick and cpu budgets: few images, many small batches. Figure 6 compares the nets near
+# convergence, and a short budget favours shallow nets: at batch 128 (12,000 images, 6 epochs:
+# 564 iterations, or 2,500 images for 20 epochs: 400) ResNet-56 ended 1-3 points *above*
+# ResNet-20 whatever the schedule; at batch 32 (1,250-1,560 iterations) it ends below it, while
+# plain-56 stays 10+ points above plain-20. docs/experiments.md records every budget tried.
+# gradient_steps: when the gradient flow's second snapshot is taken (one-cycle: during the rise).
+# test_limit: the test curves use the first N test images (each evaluation of all 10,000 would
+# cost as much as 4 epochs of training on 2,000 images). eval_every: in epochs.
 # train_eval_limit: the final un-augmented pass's images, the first N of those trained on (None: all).
+# precision "auto": bf16 where the CPU has it natively, else fp32.
 PROTOCOLS = {
-    "quick": dict(dataset="fashion-mnist", depths=(20, 56), width=8, train_limit=12_000, holdout=None,
-                  epochs=6, iterations=None, milestone_iterations=None, seeds=(0,), precision="fp32",
-                  gradient_steps=250, train_eval_limit=None),
-    "cpu": dict(dataset="fashion-mnist", depths=(20, 56, 110), width=8, train_limit=5_000, holdout=None,
-                epochs=5, iterations=None, milestone_iterations=None, seeds=(0, 1, 2), precision="fp32",
-                gradient_steps=100, train_eval_limit=None),
+    "quick": dict(dataset="fashion-mnist", depths=(20, 56), width=8, train_limit=2_000, holdout=None,
+                  epochs=20, iterations=None, milestone_iterations=None, seeds=(0, 1), precision="auto",
+                  gradient_steps=250, train_eval_limit=None, eval_every=4, batch_size=32, lr=0.1,
+                  schedule="onecycle", test_limit=2_000),
+    "cpu": dict(dataset="fashion-mnist", depths=(20, 56, 110), width=8, train_limit=2_000, holdout=None,
+                epochs=20, iterations=None, milestone_iterations=None, seeds=(0, 1, 2), precision="auto",
+                gradient_steps=250, train_eval_limit=None, eval_every=4, batch_size=32, lr=0.1,
+                schedule="onecycle", test_limit=2_000),
     "paper": dict(dataset="cifar10", depths=(20, 56), width=16, train_limit=None, holdout=5_000,
                   epochs=None, iterations=64_000, milestone_iterations=(32_000, 48_000), seeds=(0,),
-                  precision="auto", gradient_steps=300, train_eval_limit=None),
+                  precision="auto", gradient_steps=300, train_eval_limit=None, eval_every=1,
+                  batch_size=128, lr=0.1, schedule="step", test_limit=None),
 }
 KINDS = ("plain", "resnet")
 _KEYS = ("dataset", "depths", "width", "train_limit", "holdout", "epochs", "iterations",
-         "milestone_iterations", "seeds", "precision", "gradient_steps", "train_eval_limit")
+         "milestone_iterations", "seeds", "precision", "gradient_steps", "train_eval_limit", "eval_every",
+         "batch_size", "lr", "schedule", "test_limit")
 GRADIENT_DEPTH = 56  # the notes' and the issue's nets; a run without depth 56 uses its deepest
 GRADIENT_BATCH = 128  # the paper's mini-batch (section 4.2)
 
@@ -81,8 +90,8 @@ GRADIENT_BATCH = 128  # the paper's mini-batch (section 4.2)
 @register_experiment("plain vs residual nets of 20 and 56 layers: deeper plain nets train worse, "
                      "ResNets do not (He et al. 2015, Fig. 6)", more_protocols=("cpu",))
 def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None = None,
-                    runs_dir: str | Path | None = None, threads: int | None = None, verbose: bool = True,
-                    **overrides) -> dict:
+                    runs_dir: str | Path | None = None, threads: int | None = None, workers: int | None = None,
+                    verbose: bool = True, **overrides) -> dict:
     """Train ``plain{d}`` and ``resnet{d}`` for each depth ``d`` with the protocol's recipe
     (``protocol``: "quick", "cpu" or "paper").
 
@@ -102,14 +111,16 @@ def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     depths, seeds = tuple(s["depths"]), tuple(s["seeds"])
-    nets = _train_nets(s, depths, seeds, data_dir=data_dir, runs_dir=runs_dir, threads=threads, verbose=verbose)
+    nets = _train_nets(s, depths, seeds, data_dir=data_dir, runs_dir=runs_dir, threads=threads, workers=workers,
+                       verbose=verbose)
     per_seed = _per_seed(nets, seeds)
     final = {n: _final(rows) for n, rows in per_seed.items()}
     figures, tables = ["degradation.png"], [_table(final, per_seed, nets, s, protocol)]
-    _plot(out / figures[0], nets.curves, final, depths, title=_figure_title(s, seeds))
+    plot_figure6(out / figures[0], nets.curves, final, depths, title=_figure_title(s, seeds))
     results = {"final": final, "per_seed": per_seed,
                "curves": {n: [[_point(h) for h in run] for run in runs] for n, runs in nets.curves.items()},
-               "parameters": nets.params, "train_seconds": nets.seconds, "images": nets.splits}
+               "parameters": nets.params, "train_seconds": nets.seconds, "run_seconds": nets.run_seconds,
+               "images": nets.splits}
     text = conclusion(final, depths, protocol, s, per_seed)
     if nets.gradient_flow:
         d, figures = _gradient_depth(depths), [*figures, "gradient_flow.png"]
@@ -119,7 +130,7 @@ def run_degradation(out: Path, protocol: str = "quick", *, data_dir: str | None 
         results["gradient_flow"] = nets.gradient_flow
         text += " " + gf.describe(nets.gradient_flow, d)
     return finish(out, name="degradation", title="Degradation: deeper plain nets train worse, ResNets do not",
-                  protocol=protocol, started=started, settings=_recorded_settings(s, threads, data_dir),
+                  protocol=protocol, started=started, settings=_recorded_settings(s, nets, data_dir),
                   seeds=seeds, results=results, tables=tables, figures=figures, conclusion=text)
 
 
@@ -143,51 +154,73 @@ class _Nets:
     """What the training runs left, by net name (``plain20``, ``resnet20``, ...)."""
 
     curves: dict[str, list[list[dict]]] = field(default_factory=dict)  # one history per seed
-    seconds: dict[str, list[float]] = field(default_factory=dict)
+    seconds: dict[str, list[float]] = field(default_factory=dict)  # the trainer's: training steps only
+    # The whole run: training, the test evaluations, the final pass and the gradient flow.
+    run_seconds: dict[str, list[float]] = field(default_factory=dict)
     # The final pass over the un-augmented training images, eval mode: one error per seed.
     train_error: dict[str, list[float]] = field(default_factory=dict)
     # Plain and residual nets of a depth share their parameters (option A shortcuts are free).
     params: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)  # images per split, the same for every run
     gradient_flow: dict[str, dict] = field(default_factory=dict)  # net -> {"init", "after", "steps"}
+    workers: int = 1  # runs trained side by side, each in its own process
+    threads: int = 1  # torch threads each run had
 
 
 def _train_nets(s: dict, depths: tuple[int, ...], seeds: tuple[int, ...], *, data_dir: str | None,
-                runs_dir: str | Path | None, threads: int | None, verbose: bool) -> _Nets:
-    """Each net of each depth, once per seed, one after the other, with the same recipe."""
+                runs_dir: str | Path | None, threads: int | None, workers: int | None, verbose: bool) -> _Nets:
+    """Each net of each depth, once per seed, with the same recipe: ``workers`` runs at a time,
+    each in its own process (default: one per core, see common.default_workers), deepest first."""
     model_kwargs = {"width": s["width"]} if s["width"] != 16 else {}
-    images = _training_images(s, data_dir, f"plain{depths[0]}")
-    nets = _Nets()
+    order = [(f"{kind}{depth}", depth, seed) for depth in depths for kind in KINDS for seed in seeds]
     with runs_directory(runs_dir, "degradation") as runs:
-        for depth in depths:
-            for kind in KINDS:
-                name = f"{kind}{depth}"
-                for seed in seeds:
-                    if verbose:
-                        print(f"degradation: training {name} (seed {seed})", flush=True)
-                    # The gradient flow rides on the first seed's run of the chosen depth: no extra training.
-                    follow = bool(s["gradient_steps"]) and depth == _gradient_depth(depths) and seed == seeds[0]
-                    with (gf.watch_steps(s["gradient_steps"]) if follow else contextlib.nullcontext()) as snap:
-                        r = train(TrainConfig(
-                            model=name, dataset=s["dataset"], data_dir=data_dir, model_kwargs=dict(model_kwargs),
-                            epochs=s["epochs"], iterations=s["iterations"],
-                            milestone_iterations=s["milestone_iterations"], holdout=s["holdout"],
-                            train_limit=s["train_limit"], seed=seed, threads=threads, precision=s["precision"],
-                            out=str(Path(runs) / f"{name}-s{seed}"), quiet=not verbose))
-                    with torch_threads(threads):
-                        nets.train_error.setdefault(name, []).append(_final_pass_error(r.model, images, s, name))
-                        if verbose:
-                            print(f"degradation: {name} (seed {seed}): {_pct(nets.train_error[name][-1])}% training "
-                                  f"error on the un-augmented training images", flush=True)
-                        if follow:
-                            x, y = next(iter(_loader(images, GRADIENT_BATCH, name, "cpu")))
-                            nets.gradient_flow[name] = gf.snapshot_norms(snap, name, model_kwargs, x, y,
-                                                                         len(images.classes))
-                    nets.curves.setdefault(name, []).append(r.history)
-                    nets.seconds.setdefault(name, []).append(round(r.train_seconds, 1))
-                    nets.params[name] = sum(p.numel() for p in r.model.parameters())
-                    nets.splits = r.split_sizes
+        # The gradient flow rides on the first seed's run of the chosen depth: no extra training.
+        jobs = [dict(s=s, name=name, seed=seed, model_kwargs=model_kwargs, data_dir=data_dir, verbose=verbose,
+                     out=str(Path(runs) / f"{name}-s{seed}"),
+                     gradient=bool(s["gradient_steps"]) and depth == _gradient_depth(depths) and seed == seeds[0])
+                for name, depth, seed in sorted(order, key=lambda run: -run[1])]
+        workers = workers or default_workers(threads, len(jobs))
+        done = {(j["name"], j["seed"]): r for j, r in zip(jobs, run_jobs(_train_one, jobs, workers=workers,
+                                                                         threads=threads), strict=True)}
+    nets = _Nets(workers=workers)
+    for name, _, seed in order:
+        r = done[(name, seed)]
+        nets.curves.setdefault(name, []).append(r["history"])
+        nets.seconds.setdefault(name, []).append(r["seconds"])
+        nets.run_seconds.setdefault(name, []).append(r["run_seconds"])
+        nets.train_error.setdefault(name, []).append(r["train_error"])
+        nets.params[name], nets.splits, nets.threads = r["params"], r["splits"], r["threads"]
+        if r["gradient_flow"] is not None:
+            nets.gradient_flow[name] = r["gradient_flow"]
     return nets
+
+
+def _train_one(s: dict, name: str, seed: int, model_kwargs: dict, data_dir: str | None, out: str,
+               verbose: bool, gradient: bool) -> dict:
+    """One net, one seed: train, measure the training error honestly, and (``gradient``) the
+    gradient flow. Runs in a worker process, so it returns plain values, not the model."""
+    started = time.perf_counter()
+    if verbose:
+        print(f"degradation: training {name} (seed {seed})", flush=True)
+    with (gf.watch_steps(s["gradient_steps"]) if gradient else contextlib.nullcontext()) as snap:
+        r = train(TrainConfig(
+            model=name, dataset=s["dataset"], data_dir=data_dir, model_kwargs=dict(model_kwargs),
+            epochs=s["epochs"], iterations=s["iterations"], milestone_iterations=s["milestone_iterations"],
+            batch_size=s["batch_size"], lr=s["lr"], schedule=s["schedule"], test_limit=s["test_limit"],
+            holdout=s["holdout"], train_limit=s["train_limit"], seed=seed, threads=torch.get_num_threads(),
+            precision=s["precision"], out=out, quiet=not verbose, eval_every=s["eval_every"]))
+    images = _training_images(s, data_dir, name)
+    error, flow = _final_pass_error(r.model, images, s, name), None
+    if verbose:
+        print(f"degradation: {name} (seed {seed}): {pct(error)}% training error on the un-augmented "
+              f"training images, {r.train_seconds:.0f} s of training", flush=True)
+    if gradient:
+        x, y = next(iter(_loader(images, GRADIENT_BATCH, name, "cpu")))
+        flow = gf.snapshot_norms(snap, name, model_kwargs, x, y, len(images.classes))
+    return dict(history=r.history, seconds=round(r.train_seconds, 1), train_error=error, gradient_flow=flow,
+                run_seconds=round(time.perf_counter() - started, 1),
+                params=sum(p.numel() for p in r.model.parameters()), splits=r.split_sizes,
+                threads=torch.get_num_threads())
 
 
 def _training_images(s: dict, data_dir: str | None, name: str):
@@ -252,29 +285,33 @@ def _table(final: dict, per_seed: dict, nets: _Nets, s: dict, protocol: str) -> 
     has_val, several = any("val_error" in f for f in final.values()), len(seeds) > 1
     headers = ["net", "layers", "parameters", "training error (%)", *(["by seed"] if several else []),
                "running training error (%)", *(["validation error (%)"] if has_val else []),
-               "test error (%)", *(["by seed"] if several else []), "training seconds"]
+               "test error (%)", *(["by seed"] if several else []), "training seconds", "whole run seconds"]
     if protocol == "paper":
         headers.append("paper's test error (%)")
     rows = []
     for depth in depths:
         for kind in KINDS:
             n = f"{kind}{depth}"
-            f, by_seed = final[n], (lambda key, n=n: " / ".join(_pct(r.get(key)) for r in per_seed[n]))
-            row = [n, depth, nets.params[n], _pct(f["train_error"]), *([by_seed("train_error")] if several else []),
-                   _pct(f["running_train_error"]), *([_pct(f.get("val_error"))] if has_val else []),
-                   _pct(f.get("test_error")), *([by_seed("test_error")] if several else []),
-                   f"{sum(nets.seconds[n]) / len(nets.seconds[n]):.0f}"]
+            f, by_seed = final[n], (lambda key, n=n: " / ".join(pct(r.get(key)) for r in per_seed[n]))
+            row = [n, depth, nets.params[n], pct(f["train_error"]), *([by_seed("train_error")] if several else []),
+                   pct(f["running_train_error"]), *([pct(f.get("val_error"))] if has_val else []),
+                   pct(f.get("test_error")), *([by_seed("test_error")] if several else []),
+                   f"{sum(nets.seconds[n]) / len(nets.seconds[n]):.0f}",
+                   f"{sum(nets.run_seconds[n]) / len(nets.run_seconds[n]):.0f}"]
             if protocol == "paper":
                 row.append(PAPER_TEST_ERROR.get(depth, "-") if kind == "resnet" else "-")
             rows.append(row)
     data_txt = (f"{s['dataset']}, " + (f"first {s['train_limit']:,} training images" if s["train_limit"]
                                        else "all training images")
-                + (f" less a {s['holdout']:,}-image validation split" if s["holdout"] else ""))
-    return {"caption": f"final errors after {_budget(s)} ({data_txt}; width {s['width']}; mean over seeds "
+                + (f" less a {s['holdout']:,}-image validation split" if s["holdout"] else "")
+                + (f"; test error on the first {s['test_limit']:,} test images" if s["test_limit"] else ""))
+    return {"caption": f"final errors after {budget_text(s)} ({data_txt}; width {s['width']}; mean over seeds "
                        f"{list(seeds)}{', then each seed in that order' if several else ''}). Training error: one "
                        f"pass over the un-augmented training images{_eval_limit_txt(s)} in eval mode after "
                        f"training. Running training error: the trainer's, the mean over the last epoch's "
-                       f"augmented batches in train mode (the figure's thin lines)",
+                       f"augmented batches in train mode (the figure's thin lines). Seconds, the mean over seeds: "
+                       f"training steps, and the whole run (with its test evaluations every {s['eval_every']} "
+                       f"epoch{'s' * (s['eval_every'] != 1)}, the final pass and the gradient flow)",
             "headers": headers, "rows": rows}
 
 
@@ -282,14 +319,15 @@ def _eval_limit_txt(s: dict) -> str:
     return f" (the first {s['train_eval_limit']:,})" if s["train_eval_limit"] else ""
 
 
-def _recorded_settings(s: dict, threads: int | None, data_dir: str | None) -> dict:
+def _recorded_settings(s: dict, nets: _Nets, data_dir: str | None) -> dict:
     """The settings as results.json records them (seeds are recorded on their own)."""
     return {**{k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items() if k != "seeds"},
-            "threads": threads, "data_dir": data_dir,
-            "recipe": "the CIFAR nets' recipe (He et al. 2015, section 4.2): batch 128, SGD lr 0.1, momentum 0.9, "
-                      "weight decay 1e-4, lr/10 at 50% and 75% of training, 4-pixel zero padding + random crop + "
-                      "flip, per-channel mean/std normalisation, He fan-out init, option A shortcuts; ResNet-110: "
-                      "lr 0.01 until the training error is below 80%",
+            "threads": nets.threads, "workers": nets.workers, "data_dir": data_dir,
+            "recipe": f"the CIFAR nets' recipe (He et al. 2015, section 4.2) with the protocol's batch "
+                      f"({s['batch_size']}), peak lr ({s['lr']:g}) and schedule ({schedule_text(s)}): SGD, "
+                      "momentum 0.9, weight decay 1e-4, 4-pixel zero padding + random crop + flip, per-channel "
+                      "mean/std normalisation, He fan-out init, option A shortcuts; ResNet-110: lr 0.01 until the "
+                      "training error is below 80%",
             "training_error": "train_error: one pass over the un-augmented training images in eval mode after "
                               f"training{_eval_limit_txt(s)}; running_train_error and the curves' train_accuracy: "
                               "the trainer's, over each epoch's augmented batches in train mode",
@@ -304,121 +342,8 @@ def _point(h: dict) -> dict:
     return {k: h[k] for k in keep if k in h}
 
 
-def _budget(s: dict) -> str:
-    return f"{s['iterations']:,} iterations" if s.get("iterations") else f"{s['epochs']} epochs"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
-
-
 def _figure_title(s: dict, seeds: tuple[int, ...]) -> str:
-    return (f"{s['dataset']}, {_budget(s)}, width {s['width']}"
+    return (f"{s['dataset']}, {budget_text(s)}, width {s['width']}"
             + (f", mean over seeds {list(seeds)}" if len(seeds) > 1 else f", seed {seeds[0]}")
             + ": training error thin dashed (augmented batches), test error bold; "
               "o: training error of the final un-augmented pass")
-
-
-def _mean_curve(runs: list[list[dict]], key: str) -> tuple[list[int], list[float]]:
-    """Iterations and the error (%) averaged over seeds, at each evaluation where every seed has one."""
-    n = min(len(run) for run in runs)
-    points = [(runs[0][i]["step"], [100 * (1 - run[i][key]) for run in runs])
-              for i in range(n) if all(key in run[i] for run in runs)]
-    return [x for x, _ in points], [sum(ys) / len(ys) for _, ys in points]
-
-
-def _plot(path: Path, curves: dict, final: dict, depths, title: str) -> None:
-    """The paper's Figure 6 layout: plain nets left, ResNets right; training error thin dashed,
-    test error bold, against iterations; one colour per depth (the same in both panels)."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), constrained_layout=True, sharey=True)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, kind, label, panel in ((axes[0], "plain", "plain", "plain nets"), (axes[1], "resnet", "ResNet", "ResNets")):
-        for i, depth in enumerate(depths):
-            color, runs = colors[i % len(colors)], curves[f"{kind}{depth}"]
-            xs, ys = _mean_curve(runs, "train_accuracy")
-            ax.plot(xs, ys, linestyle="--", linewidth=0.9, color=color)
-            # The honest figure, where the run ended: it sits below the dashed line's end when
-            # augmentation (or the weights moving within the epoch) inflate the running error.
-            ax.plot([runs[0][-1]["step"]], [100 * final[f"{kind}{depth}"]["train_error"]], marker="o",
-                    markerfacecolor="none", color=color)
-            xs, ys = _mean_curve(runs, "test_accuracy")
-            ax.plot(xs, ys, linestyle="-", linewidth=2.2, color=color, label=f"{label}-{depth}")
-        ax.set(xlabel="iterations", ylabel="error (%)", title=panel)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title, fontsize=9)
-    save_figure(fig, path, hint="--out DIR", dpi=110)
-    plt.close(fig)
-
-
-def conclusion(final: dict, depths, protocol: str, s: dict, per_seed: dict | None = None) -> str:
-    """The report's paragraph: did deeper plain nets train worse, and residual ones not, on every seed?"""
-    lo, hi = min(depths), max(depths)
-    if lo == hi:
-        return (f"Only depth {lo} was run, so no comparison of depths is possible; plain-{lo} ended at "
-                f"{_pct(final[f'plain{lo}']['train_error'])}% training error, ResNet-{lo} at "
-                f"{_pct(final[f'resnet{lo}']['train_error'])}%.")
-    parts = [*_mean_verdict(final, lo, hi)]
-    if len(depths) > 2:
-        parts.append("Training error by depth: " + "; ".join(
-            f"{label} " + ", ".join(f"{d} layers {_pct(final[f'{kind}{d}']['train_error'])}%" for d in depths)
-            for kind, label in (("plain", "plain"), ("resnet", "ResNet"))) + ".")
-    if per_seed is not None:
-        parts.append(_seed_verdict(per_seed, lo, hi))
-    t = {n: final[n].get("test_error") for n in final}
-    parts.append("Test errors: " + ", ".join(f"{n} {_pct(t[n])}%" for n in final) + ".")
-    if protocol == "paper" and s.get("iterations") == 64_000:
-        ref = [f"ResNet-{d} {PAPER_TEST_ERROR[d]}% (ours {_pct(t[f'resnet{d}'])}%)" for d in depths
-               if d in PAPER_TEST_ERROR]
-        parts.append("The paper's Table 6 gives " + ", ".join(ref) + ".")
-    else:
-        parts.append(f"This is a short budget ({_budget(s)}) on {s['dataset']}"
-                     + (f" at width {s['width']} (the paper's is 16)" if s["width"] != 16 else "")
-                     + "; the paper trains 64k iterations on CIFAR-10 (`--protocol paper`), and only there are the "
-                       "errors comparable with its Figure 6 and Table 6.")
-    return " ".join(parts)
-
-
-def _mean_verdict(final: dict, lo: int, hi: int) -> list[str]:
-    """The two halves of the claim, on the mean over seeds of the final-pass training error."""
-    p_lo, p_hi = final[f"plain{lo}"]["train_error"], final[f"plain{hi}"]["train_error"]
-    r_lo, r_hi = final[f"resnet{lo}"]["train_error"], final[f"resnet{hi}"]["train_error"]
-    tolerance = 0.005  # "or close": half a point of training error
-    degraded = p_hi > p_lo
-    resnet_ok = r_hi <= r_lo + tolerance
-    parts = [f"Plain-{hi} ended at {_pct(p_hi)}% training error (un-augmented final pass) against plain-{lo}'s "
-             f"{_pct(p_lo)}%: "
-             + ("the deeper plain net trains worse, the degradation problem, as in the paper's Figure 6."
-                if degraded else "the deeper plain net did NOT train worse here, unlike the paper's Figure 6."),
-             f"ResNet-{hi} ended at {_pct(r_hi)}% against ResNet-{lo}'s {_pct(r_lo)}%: "
-             + (("the deeper residual net trains better, as the paper reports." if r_hi < r_lo else
-                 "the deeper residual net is within half a point of the shallower one, so depth did not hurt it.")
-                if resnet_ok else "the deeper residual net trained worse here too, unlike the paper.")]
-    if degraded:
-        parts.append(f"Going from {lo} to {hi} layers cost the plain nets {100 * (p_hi - p_lo):.1f} points of training "
-                     f"error and the residual nets {100 * (r_hi - r_lo):+.1f}: "
-                     + ("the shortcuts removed most of the degradation." if r_hi - r_lo < 0.5 * (p_hi - p_lo)
-                        else "the shortcuts did not remove most of it."))
-    return parts
-
-
-def _seed_verdict(per_seed: dict, lo: int, hi: int) -> str:
-    """Does every seed go the same way? The deeper net's training error minus the shallower's, by seed."""
-    seeds = [r["seed"] for r in per_seed[f"plain{lo}"]]
-    if len(seeds) < 2:
-        return f"One seed only ({seeds[0]}), so whether every seed goes the same way is not measured."
-    parts = []
-    for kind, label in (("plain", "plain"), ("resnet", "ResNet")):
-        diffs = [100 * (b["train_error"] - a["train_error"]) for a, b in zip(per_seed[f"{kind}{lo}"],
-                                                                            per_seed[f"{kind}{hi}"], strict=True)]
-        worse = [s for s, d in zip(seeds, diffs, strict=True) if d > 0]
-        each = ", ".join(f"seed {s} {d:+.2f}" for s, d in zip(seeds, diffs, strict=True))
-        if len(worse) in (0, len(seeds)):
-            verdict = f"the same direction on every seed ({'worse' if worse else 'not worse'})"
-        else:
-            better = [s for s in seeds if s not in worse]
-            verdict = (f"the seeds differ: worse on seed{'s' * (len(worse) > 1)} {', '.join(map(str, worse))}, "
-                       f"not worse on seed{'s' * (len(better) > 1)} {', '.join(map(str, better))}")
-        parts.append(f"{label}-{hi} minus {label}-{lo} training error, in points: {each}: {verdict}.")
-    return "By seed: " + " ".join(parts)
