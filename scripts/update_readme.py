@@ -125,6 +125,55 @@ def benchmarks_headline(link: Link) -> str:
     return "\n".join(lines)
 
 
+def degradation_headline(link: Link) -> str:
+    """The README's degradation result: the cpu protocol's training errors by depth and its figure,
+    from docs/experiments/degradation-cpu/results.json (``classicnets experiment degradation
+    --protocol cpu``)."""
+    import json
+
+    folder = "docs/experiments/degradation-cpu"
+    doc = json.loads((ROOT / folder / "results.json").read_text())
+    s, m, r = doc["settings"], doc["machine"], doc["results"]
+
+    def cell(net: str) -> str:
+        seeds = " / ".join(f"{100 * row['train_error']:.1f}" for row in r["per_seed"][net])
+        return f"**{100 * r['final'][net]['train_error']:.1f}** ({seeds})"
+
+    lines = [f"`classicnets experiment degradation --protocol cpu`: plain and residual nets of "
+             f"{', '.join(map(str, s['depths']))} layers (He et al. 2015, section 4.2) with one budget for all: "
+             f"{s['epochs']} epochs of batch {s['batch_size']} on the first {s['train_limit']:,} Fashion-MNIST images, "
+             f"width {s['width']}, seeds {doc['seeds']}; {doc['seconds'] / 60:.0f} minutes on {m['cpu']}"
+             f"{_suite().isa(m)}, {m['cores']} cores. Training error (%) of a final pass over the un-augmented "
+             "training images, mean over seeds (each seed):", "",
+             "| layers | plain | ResNet |", "|---:|---:|---:|",
+             *(f"| {d} | {cell(f'plain{d}')} | {cell(f'resnet{d}')} |" for d in s["depths"]), "",
+             _resnet_exceptions(r, s["depths"]), "",
+             f"![plain nets left, ResNets right: training error dashed, test error bold]"
+             f"({link(f'{folder}/degradation.png')})", "",
+             f"The report, with the gradient flow: [{folder}/report.md]({link(f'{folder}/report.md')})."]
+    return "\n".join(lines)
+
+
+def _resnet_exceptions(r: dict, depths: list[int]) -> str:
+    """Whether every seed goes the paper's way: each deeper plain net above plain-20, each deeper
+    ResNet at or below ResNet-20; the seeds that do not, named."""
+    lo = min(depths)
+    against = {}  # (kind, depth) -> that net's training error minus the shallowest one's, by seed
+    for kind in ("plain", "resnet"):
+        base = {row["seed"]: row["train_error"] for row in r["per_seed"][f"{kind}{lo}"]}
+        for d in depths:
+            if d != lo:
+                against[kind, d] = {row["seed"]: row["train_error"] - base[row["seed"]]
+                                    for row in r["per_seed"][f"{kind}{d}"]}
+    plain_ok = all(diff > 0 for (kind, _), by in against.items() if kind == "plain" for diff in by.values())
+    above = [f"ResNet-{d} on seed {seed} ({100 * diff:+.2f} points)"
+             for (kind, d), by in against.items() if kind == "resnet" for seed, diff in by.items() if diff > 0]
+    plain = ("Every deeper plain net ended above plain-{lo} on every seed; " if plain_ok
+             else "Not every deeper plain net ended above plain-{lo} on every seed; ").format(lo=lo)
+    return plain + (f"every deeper ResNet at or below ResNet-{lo} on every seed." if not above
+                    else f"every deeper ResNet at or below ResNet-{lo} except {', '.join(above)}.")
+
+
 def roofline_section() -> str:
     """What LeNet-5's own layers allow (``benchmarks/bench_lenet_roofline.py``), batch by batch."""
     r = _suite().result_file("lenet_roofline")
@@ -234,12 +283,13 @@ def sections() -> dict[str, Callable[[Link], str]]:
         from classicnets.experiments.common import readme_section
 
         return readme_section(ROOT / "docs" / "experiments",
-                              ["degradation", "identity", "bottleneck", "transfer", "pooling"],
+                              ["degradation", "degradation-cpu", "identity", "bottleneck", "transfer", "pooling"],
                               link_root=link("docs/experiments"), title=False)
 
     return {
         "experiments": experiments,
         "kills": kills_line,
+        "degradation-cpu": degradation_headline,
         "benchmarks": lambda link: benchmarks_section(),
         "benchmarks-headline": benchmarks_headline,
         "benchmarks-avx2": lambda link: benchmarks_section(AVX2_RESULTS, AVX2_COMMAND),
