@@ -1,0 +1,119 @@
+"""The bottleneck experiment's part (b): per-epoch curves, the convergence verdict and its words,
+the same numbers whether the (net, seed) runs go side by side or one after another, and the
+protocols' budgets. (The end-to-end shape of its files is in test_experiments.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from classicnets import experiments
+from classicnets.experiments import bottleneck
+from classicnets.experiments.bottleneck import PROTOCOLS, convergence, convergence_text
+from test_experiments import check_outputs, needs_fashion
+
+TINY = dict(train_limit=64, test_limit=64, epochs=3, reps=1, batch=2, seeds=(0, 1), width=0.25, batch_size=32,
+            threads=1)
+
+
+@pytest.fixture(scope="module")
+def side_by_side(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bottleneck")
+    return out, experiments.run_experiment("bottleneck", out=out, workers=2, **TINY)
+
+
+@needs_fashion
+def test_each_run_has_a_curve_with_one_point_per_epoch(side_by_side):
+    out, doc = side_by_side
+    check_outputs(out, "bottleneck")
+    for net in doc["results"]["nin_vs_plain"].values():
+        assert len(net["test_accuracy_curves"]) == len(net["train_loss_curves"]) == 2  # one per seed
+        assert all(len(c) == 3 for c in net["test_accuracy_curves"] + net["train_loss_curves"])
+        assert [c[-1] for c in net["test_accuracy_curves"]] == net["test_accuracies"]
+        assert len(net["convergence"]["mean_curve"]) == 3 and net["convergence"]["window"] == 3
+    s = doc["settings"]
+    assert (s["workers"], s["threads"], s["epochs"], s["batch_size"]) == (2, 1, 3, 32)
+    assert (s["train_images"], s["test_images"]) == (64, 64) and "last third" in s["convergence"]
+    assert "converged" in doc["tables"][1]["headers"] and "converged" in doc["conclusion"].lower()
+    assert "2 runs side by side, each with 1 torch thread" in (out / "report.md").read_text()
+
+
+@needs_fashion
+def test_runs_side_by_side_give_the_numbers_of_runs_in_turn(side_by_side, tmp_path):
+    _, doc = side_by_side
+    in_turn = experiments.run_experiment("bottleneck", out=tmp_path, workers=1, **TINY)
+    assert in_turn["settings"]["workers"] == 1
+    for name, net in doc["results"]["nin_vs_plain"].items():
+        other = in_turn["results"]["nin_vs_plain"][name]
+        for key in ("test_accuracy_curves", "train_loss_curves", "params", "macs"):
+            assert net[key] == other[key], (name, key)
+
+
+def _curves(*tails: float, start=(0.5, 0.6, 0.7)) -> list[float]:
+    return [*start, *tails]
+
+
+def test_convergence_by_the_last_third_of_the_seed_mean():
+    # 9 epochs: the window is the last 3; two seeds whose mean is flat there (within 1 point).
+    flat = convergence([_curves(0.80, 0.84, 0.82, 0.83, 0.835, 0.83), _curves(0.80, 0.82, 0.84, 0.83, 0.825, 0.834)])
+    assert flat["converged"] and flat["window"] == 3 and flat["span_points"] == pytest.approx(0.2)
+    # Still rising 3 points over the last third: not converged, whatever the seeds do one by one.
+    rising = convergence([_curves(0.70, 0.72, 0.74, 0.77, 0.78, 0.80)] * 3)
+    assert not rising["converged"] and rising["span_points"] == pytest.approx(3.0)
+    assert rising["rise_points"] == pytest.approx(3.0)
+    # 12 epochs: the window is the last 4; an early climb does not count, a late one does.
+    assert convergence([[0.1] * 4 + [0.5, 0.7, 0.8, 0.85] + [0.86, 0.865, 0.86, 0.868]])["converged"]
+    late = convergence([[0.1] * 8 + [0.80, 0.81, 0.815, 0.822]])
+    assert not late["converged"] and late["window"] == 4
+    # A drop counts as much as a rise; fewer than 3 epochs cannot tell.
+    assert not convergence([[0.5, 0.6, 0.85, 0.86, 0.84]])["converged"]
+    # Flat at chance is a net that has not started (NiN can sit there for an epoch or more).
+    stuck = convergence([[0.5, 0.1, 0.1, 0.1]] * 2)
+    assert stuck["span_points"] == 0 and stuck["at_chance"] and not stuck["converged"]
+    short = convergence([[0.5, 0.6]])
+    assert not short["converged"] and short["span_points"] is None
+
+
+def _nets(nin_curves, plain_curves) -> dict:
+    def net(curves, macs, params):
+        accs = [c[-1] for c in curves]
+        return {"conv_layers": 9 if macs < 10 else 4, "macs": macs * 1e6, "params": params,
+                "test_accuracy": sum(accs) / len(accs), "test_accuracy_sd": 0.004, "convergence": convergence(curves)}
+
+    return {"nin": net(nin_curves, 3.4, 60_000), "plain (no 1x1)": net(plain_curves, 16.8, 80_000)}
+
+
+SETTINGS = dict(epochs=9, train_images=7_000, batch_size=32, width=0.25)
+
+
+def test_the_conclusion_says_whether_both_nets_converged():
+    flat = [_curves(0.84, 0.85, 0.85, 0.853, 0.855, 0.854)] * 3
+    still = [_curves(0.70, 0.72, 0.74, 0.77, 0.78, 0.80)] * 3
+    text = bottleneck.conclusion(100, 10, {1: 7.0}, _nets(flat, flat), (0, 1, 2), SETTINGS)
+    assert "Both nets converged: over the last 3 of the 9 epochs" in text
+    assert "moved by (max - min, points) nin 0.2, plain (no 1x1) 0.2, at most" in text and "at most 1 point" in text
+    assert "NOT" not in text and "may change" not in text and "undertrained" not in text
+    assert "9 epochs on 7,000 images, batch 32, at 0.25x the paper's width" in text
+    one = convergence_text(_nets(flat, still), SETTINGS)
+    assert one.startswith("NOT converged (plain (no 1x1)): ")
+    assert "nin 0.2, plain (no 1x1) 3.0; more than 1 point for plain (no 1x1)." in one
+    assert "may change the numbers and the order" in one and "width) plain (no 1x1) is still learning" in one
+    both = convergence_text(_nets(still, still), SETTINGS)
+    assert both.startswith("NOT converged (nin and plain (no 1x1)): ")
+    chance = convergence_text(_nets([[0.1, 0.1, 0.1]] * 3, still), SETTINGS)
+    assert "nin 0.0, plain (no 1x1) 3.0; more than 1 point for plain (no 1x1), and nin ended at chance." in chance
+    assert chance.startswith("NOT converged (nin and plain (no 1x1)): ") and "nin and plain (no 1x1) are" in chance
+    short = convergence_text(_nets([[0.5]] * 3, [[0.6]] * 3), dict(SETTINGS, epochs=1))
+    assert short.startswith("NOT converged: 1 epoch on 7,000 images") and "too few epochs" in short
+
+
+def test_protocols_have_several_seeds_and_their_own_budget():
+    for p in PROTOCOLS.values():
+        assert len(p["seeds"]) >= 2 and {"batch_size", "lr", "epochs", "width"} <= set(p)
+    assert len(PROTOCOLS["paper"]["seeds"]) >= 3
+    paper = PROTOCOLS["paper"]
+    assert (paper["train_limit"], paper["test_limit"], paper["width"]) == (None, None, 1.0)
+    # Settings given win over the protocol's; the unset markers (-1, None, 0) do not.
+    s = bottleneck._resolve(PROTOCOLS["quick"], dict(train_limit=-1, test_limit=None, epochs=0, lr=None,
+                                                     batch_size=16, dropout=0.0, seeds=[4]))
+    assert (s["train_limit"], s["test_limit"], s["epochs"], s["lr"]) == (12_000, None, 4, 1e-3)
+    assert (s["batch_size"], s["dropout"], s["seeds"]) == (16, 0.0, (4,))
