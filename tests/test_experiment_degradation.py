@@ -217,7 +217,8 @@ def test_paper_protocol_dry_run_two_iterations(tmp_path):
     runs = tmp_path / "runs"
     # train_eval_limit: the final un-augmented pass over 256 of the 45k training images, not all of them.
     doc = experiments.run_experiment("degradation", quick=False, out=tmp_path / "out", data_dir=str(data),
-                                     runs_dir=runs, iterations=2, depths=(20,), train_eval_limit=256, verbose=False)
+                                     runs_dir=runs, iterations=2, depths=(20,), train_eval_limit=256, workers=1,
+                                     verbose=False)
     s = doc["settings"]
     assert doc["protocol"] == "paper" and s["dataset"] == "cifar10"
     # Section 4.2: 45k/5k split, lr /10 at 32k and 48k iterations (here stopped after 2).

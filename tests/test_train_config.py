@@ -41,6 +41,7 @@ EXAMPLES = {
     "deterministic": (["--nondeterministic"], False),
     "input_size": (["--input-size", "28", "30"], (28, 30)),
     "train_limit": (["--train-limit", "512"], 512),
+    "test_limit": (["--test-limit", "500"], 500),
     "holdout": (["--holdout", "100"], 100),
     "model_kwargs": (["--model-arg", "shortcut=B", "--model-arg", "width=2"], {"shortcut": "B", "width": 2}),
     "freeze_features": (["--freeze-features"], True),
