@@ -147,26 +147,22 @@ def degradation_headline(link: Link) -> str:
              "training images, mean over seeds (each seed):", "",
              "| layers | plain | ResNet |", "|---:|---:|---:|",
              *(f"| {d} | {cell(f'plain{d}')} | {cell(f'resnet{d}')} |" for d in s["depths"]), "",
-             _resnet_exceptions(r, s["depths"]), "",
+             _seed_exceptions(r, s["depths"]), "",
              f"![plain nets left, ResNets right: training error dashed, test error bold]"
              f"({link(f'{folder}/degradation.png')})", "",
              f"The report, with the gradient flow: [{folder}/report.md]({link(f'{folder}/report.md')})."]
     return "\n".join(lines)
 
 
-def _resnet_exceptions(r: dict, depths: list[int]) -> str:
+def _seed_exceptions(r: dict, depths: list[int]) -> str:
     """Whether every seed goes the paper's way: each deeper plain net above plain-20, each deeper
     ResNet at or below ResNet-20; the seeds that do not, named."""
+    from classicnets.experiments.degradation_report import seed_differences
+
     lo = min(depths)
-    against = {}  # (kind, depth) -> that net's training error minus the shallowest one's, by seed
-    for kind in ("plain", "resnet"):
-        base = {row["seed"]: row["train_error"] for row in r["per_seed"][f"{kind}{lo}"]}
-        for d in depths:
-            if d != lo:
-                against[kind, d] = {row["seed"]: row["train_error"] - base[row["seed"]]
-                                    for row in r["per_seed"][f"{kind}{d}"]}
+    against = seed_differences(r["per_seed"], depths)
     plain_ok = all(diff > 0 for (kind, _), by in against.items() if kind == "plain" for diff in by.values())
-    above = [f"ResNet-{d} on seed {seed} ({100 * diff:+.2f} points)"
+    above = [f"ResNet-{d} on seed {seed} ({diff:+.2f} points)"
              for (kind, d), by in against.items() if kind == "resnet" for seed, diff in by.items() if diff > 0]
     plain = ("Every deeper plain net ended above plain-{lo} on every seed; " if plain_ok
              else "Not every deeper plain net ended above plain-{lo} on every seed; ").format(lo=lo)

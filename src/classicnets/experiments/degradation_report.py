@@ -121,6 +121,15 @@ def _mean_verdict(final: dict, lo: int, hi: int) -> list[str]:
 
 
 
+def seed_differences(per_seed: dict, depths) -> dict[tuple[str, int], dict[int, float]]:
+    """Each deeper net's training error minus the shallowest net of its kind's, by seed, in points:
+    ``{(kind, depth): {seed: points}}``, kinds in KINDS order, depths ascending."""
+    lo = min(depths)
+    return {(kind, hi): {b["seed"]: 100 * (b["train_error"] - a["train_error"])
+                         for a, b in zip(per_seed[f"{kind}{lo}"], per_seed[f"{kind}{hi}"], strict=True)}
+            for hi in sorted(depths) if hi != lo for kind in ("plain", "resnet")}
+
+
 def _seed_verdict(per_seed: dict, depths) -> str:
     """Does every seed go the same way? Each deeper net's training error minus the shallowest's, by seed."""
     lo = min(depths)
@@ -128,12 +137,10 @@ def _seed_verdict(per_seed: dict, depths) -> str:
     if len(seeds) < 2:
         return f"One seed only ({seeds[0]}), so whether every seed goes the same way is not measured."
     parts = []
-    for hi, kind, label in ((d, k, lbl) for d in sorted(depths) if d != lo
-                            for k, lbl in (("plain", "plain"), ("resnet", "ResNet"))):
-        diffs = [100 * (b["train_error"] - a["train_error"]) for a, b in zip(per_seed[f"{kind}{lo}"],
-                                                                            per_seed[f"{kind}{hi}"], strict=True)]
-        worse = [s for s, d in zip(seeds, diffs, strict=True) if d > 0]
-        each = ", ".join(f"seed {s} {d:+.2f}" for s, d in zip(seeds, diffs, strict=True))
+    for (kind, hi), by_seed in seed_differences(per_seed, depths).items():
+        label = "plain" if kind == "plain" else "ResNet"
+        worse = [s for s, d in by_seed.items() if d > 0]
+        each = ", ".join(f"seed {s} {d:+.2f}" for s, d in by_seed.items())
         if len(worse) in (0, len(seeds)):
             verdict = f"the same direction on every seed ({'worse' if worse else 'not worse'})"
         else:
