@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 
 from classicnets import experiments
-from classicnets.experiments import bottleneck
-from classicnets.experiments.bottleneck import PROTOCOLS, convergence, convergence_text
+from classicnets.experiments import bottleneck, bottleneck_report
+from classicnets.experiments.bottleneck import PROTOCOLS
+from classicnets.experiments.bottleneck_report import convergence, convergence_text
+from classicnets.experiments.common import warmup_cosine
 from test_experiments import check_outputs, needs_fashion
 
 TINY = dict(train_limit=64, test_limit=64, epochs=3, reps=1, batch=2, seeds=(0, 1), width=0.25, batch_size=32,
@@ -30,6 +32,8 @@ def test_each_run_has_a_curve_with_one_point_per_epoch(side_by_side):
         assert all(len(c) == 3 for c in net["test_accuracy_curves"] + net["train_loss_curves"])
         assert [c[-1] for c in net["test_accuracy_curves"]] == net["test_accuracies"]
         assert len(net["convergence"]["mean_curve"]) == 3 and net["convergence"]["window"] == 3
+        assert len(net["dead_classes"]) == 2 and all(set(c) <= set(range(10)) for c in net["dead_classes"])
+        assert net["convergence"]["dead_classes"] == [sorted(c) for c in net["dead_classes"]]
     s = doc["settings"]
     assert (s["workers"], s["threads"], s["epochs"], s["batch_size"]) == (2, 1, 3, 32)
     assert (s["train_images"], s["test_images"]) == (64, 64) and "last third" in s["convergence"]
@@ -73,6 +77,32 @@ def test_convergence_by_the_last_third_of_the_seed_mean():
     assert not short["converged"] and short["span_points"] is None
 
 
+def test_a_net_with_a_dead_class_has_not_converged():
+    # Flat and well above chance, but seed 1's outputs for classes 3 and 7 were 0 on every test
+    # image: dead class maps (the quarter-width NiN sat flat at 37% like this), not a plateau.
+    flat = [_curves(0.80, 0.84, 0.82, 0.83, 0.835, 0.83)] * 2
+    assert convergence(flat, dead=[[], []])["converged"]
+    dead = convergence(flat, dead=[[], [7, 3]])
+    assert not dead["converged"] and dead["dead_classes"] == [[], [3, 7]] and dead["span_points"] < 1
+    flat = [_curves(0.84, 0.85, 0.85, 0.853, 0.855, 0.854)] * 3
+    nets = _nets(flat, flat)
+    nets["nin"]["convergence"] = convergence(flat, dead=[[2], [], [5]])
+    text = convergence_text(nets, SETTINGS)
+    assert text.startswith("NOT converged (nin): ") and "nin had a dead class on 2 of 3 seeds." in text
+    assert "gets no gradient through its own map" in text and "still learning" not in text
+    table = bottleneck_report.nets_table({name: dict(net, train_seconds=1.0) for name, net in nets.items()}, "")
+    assert table["rows"][0][5].startswith("NO (a dead class on 2 of 3 seeds")
+    assert table["rows"][1][5].startswith("yes")
+
+
+def test_the_learning_rate_warms_up_then_falls_on_a_cosine():
+    factor = warmup_cosine(total=100, warmup=10)
+    assert [factor(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert factor(10) == 1.0 and factor(55) == pytest.approx(0.5) and factor(99) < 0.001
+    plain = warmup_cosine(total=100, warmup=0)
+    assert plain(0) == 1.0 and plain(50) == pytest.approx(0.5)
+
+
 def _nets(nin_curves, plain_curves) -> dict:
     def net(curves, macs, params):
         accs = [c[-1] for c in curves]
@@ -88,7 +118,7 @@ SETTINGS = dict(epochs=9, train_images=7_000, batch_size=32, width=0.25)
 def test_the_conclusion_says_whether_both_nets_converged():
     flat = [_curves(0.84, 0.85, 0.85, 0.853, 0.855, 0.854)] * 3
     still = [_curves(0.70, 0.72, 0.74, 0.77, 0.78, 0.80)] * 3
-    text = bottleneck.conclusion(100, 10, {1: 7.0}, _nets(flat, flat), (0, 1, 2), SETTINGS)
+    text = bottleneck_report.conclusion(100, 10, {1: 7.0}, _nets(flat, flat), (0, 1, 2), SETTINGS)
     assert "Both nets converged: over the last 3 of the 9 epochs" in text
     assert "moved by (max - min, points) nin 0.2, plain (no 1x1) 0.2, at most" in text and "at most 1 point" in text
     assert "NOT" not in text and "may change" not in text and "undertrained" not in text
@@ -109,11 +139,33 @@ def test_the_conclusion_says_whether_both_nets_converged():
 def test_protocols_have_several_seeds_and_their_own_budget():
     for p in PROTOCOLS.values():
         assert len(p["seeds"]) >= 2 and {"batch_size", "lr", "epochs", "width"} <= set(p)
-    assert len(PROTOCOLS["paper"]["seeds"]) >= 3
+    assert len(PROTOCOLS["paper"]["seeds"]) >= 3 and len(PROTOCOLS["quick"]["seeds"]) >= 3  # issue 18
     paper = PROTOCOLS["paper"]
     assert (paper["train_limit"], paper["test_limit"], paper["width"]) == (None, None, 1.0)
     # Settings given win over the protocol's; the unset markers (-1, None, 0) do not.
     s = bottleneck._resolve(PROTOCOLS["quick"], dict(train_limit=-1, test_limit=None, epochs=0, lr=None,
                                                      batch_size=16, dropout=0.0, seeds=[4]))
-    assert (s["train_limit"], s["test_limit"], s["epochs"], s["lr"]) == (12_000, None, 4, 1e-3)
+    assert (s["train_limit"], s["test_limit"], s["epochs"], s["lr"]) == (3_000, None, 24, 1e-3)
+    assert (s["warmup"], s["class_bias"]) == (1, 1.0)
     assert (s["batch_size"], s["dropout"], s["seeds"]) == (16, 0.0, (4,))
+
+
+def test_a_class_whose_output_is_always_zero_is_dead_and_the_class_bias_starts_every_map_alive():
+    import torch
+
+    from classicnets.data.imageset import ImageSet
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8, generator=g)
+    data = ImageSet(images, torch.arange(40) % 10, [str(c) for c in range(10)], "random", (0.3,), (0.3,))
+    args = dict(mean=data.mean, std=data.std, size=(32, 32))
+    for name in bottleneck.NETS:
+        torch.manual_seed(0)
+        model = bottleneck._make_net(name, 0.25, 0.5, class_bias=1.0)
+        classes = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        assert torch.equal(classes.bias, torch.ones(10))
+        assert bottleneck._test(model, data, args)[1] == []  # every map starts positive somewhere
+        with torch.no_grad():
+            classes.bias[[2, 7]] = -1e3  # two class maps negative everywhere: their outputs are 0
+        accuracy, dead = bottleneck._test(model, data, args)
+        assert dead == [2, 7] and 0 <= accuracy <= 1

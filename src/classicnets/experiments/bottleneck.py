@@ -17,7 +17,6 @@ tested after every epoch, so that the report can say whether both reached a plat
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections import OrderedDict
@@ -37,7 +36,8 @@ from ..models.nin import scaled_maps
 from ..report import save_figure
 from ..summary_table import summary
 from . import register_experiment
-from .common import default_workers, finish, pyplot, run_jobs, sd, torch_threads
+from .bottleneck_report import CONVERGENCE, conclusion, convergence, nets_table
+from .common import default_workers, finish, pyplot, run_jobs, sd, torch_threads, warmup_cosine
 
 
 class PlainSkeleton(ClassicNet):
@@ -95,18 +95,19 @@ def _time_stacks(batch: int, reps: int, seed: int) -> dict:
 
 
 def train_and_test(model: nn.Module, train_set, test_set, *, epochs: int, batch_size: int, lr: float,
-                   seed: int) -> dict:
-    """AdamW with a cosine schedule. After every epoch: the accuracy on ``test_set`` and the mean
-    training loss of the epoch (``curve``, one point an epoch). ``train_seconds`` leaves the
-    tests out; testing draws no random numbers, so the training is the same as without it."""
+                   seed: int, warmup: float = 0.0) -> dict:
+    """AdamW: the learning rate rises linearly to ``lr`` over the first ``warmup`` epochs, then
+    falls to 0 on a cosine. After every epoch: the accuracy on ``test_set`` and the mean training
+    loss of the epoch (``curve``, one point an epoch). ``dead_classes``: the classes whose output
+    was 0 for every test image after the last epoch (see :func:`_test`). ``train_seconds`` leaves the tests out;
+    testing draws no random numbers, so the training is the same as without it."""
     torch.manual_seed(seed)
     args = dict(mean=train_set.mean, std=train_set.std, size=(32, 32))
     loader = BatchLoader(train_set.images, train_set.labels, batch_size, shuffle=True, seed=seed, **args)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    total = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(epochs * len(loader), round(warmup * len(loader))))
     curve: dict[str, list[float]] = {"test_accuracy": [], "train_loss": []}
-    seconds = 0.0
+    seconds, dead = 0.0, []
     for epoch in range(epochs):
         model.train()
         loader.set_epoch(epoch)
@@ -120,109 +121,27 @@ def train_and_test(model: nn.Module, train_set, test_set, *, epochs: int, batch_
             loss_sum, seen = loss_sum + float(loss.detach()) * len(y), seen + len(y)
         seconds += time.perf_counter() - t0
         curve["train_loss"].append(loss_sum / seen)
-        curve["test_accuracy"].append(_accuracy(model, test_set, args))
+        accuracy, dead = _test(model, test_set, args)
+        curve["test_accuracy"].append(accuracy)
     return {"test_accuracy": curve["test_accuracy"][-1], "train_seconds": seconds,
-            "final_train_loss": curve["train_loss"][-1], "curve": curve}
+            "final_train_loss": curve["train_loss"][-1], "curve": curve,
+            "dead_classes": dead}
 
 
-def _accuracy(model: nn.Module, test_set, args: dict) -> float:
+def _test(model: nn.Module, test_set, args: dict) -> tuple[float, list[int]]:
+    """The accuracy on ``test_set``, and its dead classes: both nets end in a ReLU before the
+    average pool, so every output is >= 0, and a class whose output is 0 for every test image has a
+    class map that is negative everywhere, and no gradient reaches it through that map. (A class
+    the net merely never predicts, such as Fashion-MNIST's shirts in a weak net, is alive.)"""
     model.eval()
-    correct = 0
+    correct, highest = 0, None
     with torch.no_grad():
         for x, y in BatchLoader(test_set.images, test_set.labels, 256, **args):
-            correct += int((model(x).argmax(1) == y).sum())
-    return correct / len(test_set.labels)
-
-
-# Converged: over the last third of the epochs (at least the last 3), the test accuracy, averaged
-# over the seeds epoch by epoch, stayed within this many percentage points (max - min), and ended
-# above twice chance (20% on Fashion-MNIST's 10 classes): NiN can sit flat at chance before it starts.
-CONVERGED_POINTS = 1.0
-CONVERGENCE = (f"the seed-mean test accuracy within {CONVERGED_POINTS:g} point (max - min) over the last third of "
-               "the epochs (at least the last 3), and above twice chance")
-
-
-def convergence(curves: list[list[float]], points: float = CONVERGED_POINTS, chance: float = 0.1) -> dict:
-    """Whether a net's per-epoch test accuracies (one curve per seed, fractions) reached a
-    plateau: the seed-mean curve's span over its last ``window`` epochs (a third of them, at least
-    3) is at most ``points`` percentage points, and its last point is above twice ``chance`` (flat
-    at chance is a net that has not started). Fewer than 3 epochs cannot tell: not converged."""
-    mean = [statistics.mean(epoch) for epoch in zip(*curves, strict=True)]
-    window = max(3, math.ceil(len(mean) / 3))
-    at_chance = mean[-1] <= 2 * chance
-    if len(mean) < window:
-        return {"converged": False, "window": len(mean), "span_points": None, "rise_points": None,
-                "at_chance": at_chance, "threshold_points": points, "mean_curve": mean}
-    tail = mean[-window:]
-    span = 100 * (max(tail) - min(tail))
-    return {"converged": span <= points and not at_chance, "window": window, "span_points": span,
-            "rise_points": 100 * (tail[-1] - tail[0]), "at_chance": at_chance, "threshold_points": points,
-            "mean_curve": mean}
-
-
-def conclusion(direct: int, reduced: int, ratio: dict, nets: dict, seeds, s: dict) -> str:
-    """The report's paragraph, from (a)'s counts and speed-ups (threads -> ratio), (b)'s nets and
-    the settings ``s`` they trained with (epochs, train_images, width, batch_size)."""
-    mac_ratio = direct / reduced
-    thread_counts = sorted(ratio)
-    slowest = min(ratio.values())
-    text = [f"(a) The bottleneck needs {mac_ratio:.1f}x fewer multiply-adds ({reduced:,} against {direct:,})"
-            + "; on this CPU it ran " + " and ".join(
-                f"{ratio[t]:.1f}x faster than the direct convolution with {t} thread{'s' * (t > 1)}"
-                for t in thread_counts)
-            + (". That falls well short of the arithmetic: the small 1x1 and 16-channel convolutions use the "
-               "hardware far less efficiently than one large one." if slowest < 0.5 * mac_ratio else
-               ": most of what the arithmetic promises, not all, since the small 1x1 and 16-channel "
-               "convolutions use the hardware less efficiently than one large one." if slowest < 0.9 * mac_ratio
-               else ", what the arithmetic promises.")]
-    return " ".join([*text, _nets_text(nets, seeds), convergence_text(nets, s)])
-
-
-def _nets_text(nets: dict, seeds) -> str:
-    nin, plain = nets["nin"], nets["plain (no 1x1)"]
-    cheaper = nin["macs"] < plain["macs"]
-    gap = nin["test_accuracy"] - plain["test_accuracy"]
-    noise = max(nin["test_accuracy_sd"], plain["test_accuracy_sd"])
-    clear = len(seeds) > 1 and abs(gap) > 2 * noise
-    return (
-        f"(b) NiN has {nin['conv_layers']} convolutions to the plain net's {plain['conv_layers']} yet "
-        + ("fewer" if cheaper else "more") + f" multiply-adds ({nin['macs'] / 1e6:.1f} M against "
-        f"{plain['macs'] / 1e6:.1f} M" + ("; its cccp2 1x1 layer cuts the maps before the second 5x5 "
-                                          "convolution)" if cheaper else ")")
-        + f" and {nin['params']:,} parameters against {plain['params']:,}. "
-        + f"NiN reached {100 * nin['test_accuracy']:.1f}% test accuracy against {100 * plain['test_accuracy']:.1f}% "
-          f"(mean of {len(seeds)} seed{'s' * (len(seeds) > 1)}): "
-        + (("the 1x1 layers helped" if gap > 0 else "the 1x1 layers did not help")
-           + (f", by more than twice the seed-to-seed s.d. ({100 * noise:.1f} points)." if clear else
-              f", but by no more than twice the seed-to-seed s.d. ({100 * noise:.1f} points), so the gap is "
-              "unresolved." if len(seeds) > 1 else "; one seed cannot tell a real gap from noise.")))
-
-
-def convergence_text(nets: dict, s: dict) -> str:
-    """The verdict on the budget: both nets converged (see :func:`convergence`), or which did not."""
-    epochs = s["epochs"]
-    budget = (f"{epochs} epoch{'s' * (epochs != 1)} on {s['train_images']:,} images, batch {s['batch_size']}, at "
-              f"{s['width']:g}x the paper's width")
-    checks = {name: v["convergence"] for name, v in nets.items()}
-    window = next(iter(checks.values()))["window"]
-    if any(c["span_points"] is None for c in checks.values()):
-        return (f"NOT converged: {budget} is too few epochs to tell (the check needs at least 3), so these "
-                "numbers describe the start of training, and a longer run may change the numbers and the order.")
-    bar = next(iter(checks.values()))["threshold_points"]
-    lr_left = 0.5 * (1 + math.cos(math.pi * (epochs - window) / epochs))
-    spans = ", ".join(f"{name} {c['span_points']:.1f}" for name, c in checks.items())
-    over = (f"over the last {window} of the {epochs} epochs (the cosine learning rate falling from "
-            f"{100 * lr_left:.0f}% of its peak to 0) the seed-mean test accuracy moved by (max - min, points) {spans}")
-    stuck = " and ".join(name for name, c in checks.items() if not c["converged"])
-    if not stuck:
-        return (f"Both nets converged: {over}, at most {bar:g} point as required, above twice chance. So this "
-                f"compares the two nets trained to a plateau with this budget ({budget}), not their start.")
-    moved = " and ".join(name for name, c in checks.items() if c["span_points"] > bar)
-    flat = " and ".join(name for name, c in checks.items() if c["at_chance"])
-    why = [f"more than {bar:g} point for {moved}"] * bool(moved) + [f"{flat} ended at chance"] * bool(flat)
-    return (f"NOT converged ({stuck}): {over}; {', and '.join(why)}. With this budget ({budget}) {stuck} "
-            f"{'are' if ' and ' in stuck else 'is'} still learning; a longer run (more epochs, or "
-            "`--protocol paper`) may change the numbers and the order.")
+            out = model(x)
+            correct += int((out.argmax(1) == y).sum())
+            top = out.max(0).values
+            highest = top if highest is None else torch.maximum(highest, top)
+    return correct / len(test_set.labels), [c for c, v in enumerate(highest.tolist()) if v <= 0]
 
 
 def _subset(data, n: int | None):
@@ -232,21 +151,20 @@ def _subset(data, n: int | None):
 
 
 PROTOCOLS = {
-    # Half NiN's widths (96/80/48 maps: a quarter of the multiply-adds), 12,000 images for 4
-    # epochs of batch 64 (750 steps), 2 seeds, the first 5,000 test images: about 10 minutes on 2
-    # cores, and NOT converged (73% and 64%, still rising: the report's convergence check says so).
-    # Tried for a converged 3-seed run (2026-12-07, AMD EPYC AVX2, 2 runs side by side): a quarter
-    # of the widths, 7,000 images, 12 epochs of batch 32 (2,628 steps), test every epoch on 2,000
-    # images: 1,019 s, and unusable: NiN ended flat at 73.8%, 37.4% and 57.1% on seeds 0-2 (whole
-    # classes lost: at this width ReLU on NiN's 10 class maps lets some die for good, so its
-    # "plateau" is a broken net), the plain net 76.8-80.5% and still rising (1.8 points over the
-    # last 4 epochs). A converged comparison needs the half width (no dead classes seen there)
-    # and more steps than 15 minutes give: still to be run.
-    "quick": dict(train_limit=12_000, test_limit=5_000, epochs=4, reps=15, seeds=(0, 1), width=0.5,
-                  dropout=0.5, batch_size=64, lr=1e-3),
+    # Half NiN's widths (96/80/48 maps: a quarter of the multiply-adds), the first 3,000
+    # Fashion-MNIST images for 24 epochs of batch 32 (2,256 steps), AdamW to lr 1e-3 after a
+    # 1-epoch warm-up, then cosine; class-layer biases start at 1; 3 seeds, 2 runs side by side;
+    # tested every epoch on the first 2,000 test images. How it was chosen (2026-12-07, AMD EPYC
+    # AVX2; docs/experiments.md has every try and its numbers): with zero class biases NiN lost
+    # classes at every learning rate tried (1e-3 with a 1- or 2-epoch warm-up, 3e-4), or sat at
+    # chance (SGD with momentum, lr 0.05); with biases of 1 no class died. The same budget for 15
+    # epochs took 1,337 s and just missed the convergence check (NiN 78.4%, plain 80.5%; the
+    # seed-mean moved 1.3 and 1.4 points over the last 5 epochs, 0.3 and 0.1 over the last 3).
+    "quick": dict(train_limit=3_000, test_limit=2_000, epochs=24, reps=15, seeds=(0, 1, 2), width=0.5,
+                  dropout=0.5, batch_size=32, lr=1e-3, warmup=1, class_bias=1.0),
     # NiN as published, all of Fashion-MNIST: hours on a CPU, minutes on a GPU.
     "paper": dict(train_limit=None, test_limit=None, epochs=10, reps=50, seeds=(0, 1, 2), width=1.0, dropout=0.5,
-                  batch_size=64, lr=1e-3),
+                  batch_size=64, lr=1e-3, warmup=1, class_bias=1.0),
 }
 
 
@@ -256,24 +174,28 @@ def run_bottleneck(out: Path, protocol: str = "quick", *, train_limit: int | Non
                    test_limit: int | None = -1, epochs: int | None = None, reps: int | None = None,
                    batch: int = 16, batch_size: int | None = None, lr: float | None = None,
                    seeds: tuple[int, ...] | None = None, width: float | None = None, dropout: float | None = None,
-                   workers: int | None = None, threads: int | None = None) -> dict:
+                   warmup: float | None = None, class_bias: float | None = None, workers: int | None = None,
+                   threads: int | None = None) -> dict:
     """(a) the cost table and timings; (b) ``nin`` against :class:`PlainSkeleton`, both at
     ``width`` times NiN's maps with ``dropout``, trained on ``train_limit`` Fashion-MNIST images
-    for ``epochs`` (batches of ``batch_size``, peak learning rate ``lr``), tested after every
-    epoch on ``test_limit`` images, once per seed in ``seeds``: ``workers`` runs at a time (None:
-    one per core; 1: here, one after another), each with ``threads`` torch threads (None: 1 with
-    several workers, else as set). Settings not given are the protocol's."""
+    for ``epochs`` (batches of ``batch_size``, peak learning rate ``lr`` after ``warmup`` epochs
+    of linear warm-up; class layers' biases starting at ``class_bias``), tested after every epoch
+    on ``test_limit`` images, once per seed in ``seeds``: ``workers`` runs at a time (None: one per
+    core; 1: here, one after another), each with ``threads`` torch threads (None: 1 with several
+    workers, else as set). Settings not given are the protocol's."""
     started = time.perf_counter()
     s = _resolve(PROTOCOLS[protocol], dict(train_limit=train_limit, test_limit=test_limit, epochs=epochs,
                                            reps=reps, seeds=seeds, width=width, dropout=dropout,
-                                           batch_size=batch_size, lr=lr))
+                                           batch_size=batch_size, lr=lr, warmup=warmup,
+                                           class_bias=class_bias))
     seeds, reps = s.pop("seeds"), s.pop("reps")
     cost = _measure_cost(batch, reps, seeds[0])  # alone, before the training runs start
     nets, ran = _compare_nets(s, seeds, workers=workers, threads=threads)
     s["train_images"], s["test_images"] = ran["images"]
-    table_b = _nets_table(nets, f"(b) Fashion-MNIST at 32x32, {s['train_images']:,} training images, "
+    table_b = nets_table(nets, f"(b) Fashion-MNIST at 32x32, {s['train_images']:,} training images, "
                                 f"{s['epochs']} epochs, nets at {s['width']:g}x NiN's maps, dropout {s['dropout']:g}, "
-                                f"AdamW lr {s['lr']:g} cosine, batch {s['batch_size']}; tested after every epoch on "
+                                f"AdamW lr {s['lr']:g}, {s['warmup']:g}-epoch warm-up then cosine, class biases from "
+                                f"{s['class_bias']:g}, batch {s['batch_size']}; tested after every epoch on "
                                 f"{s['test_images']:,} images; mean +- s.d. over seeds {list(seeds)}. Converged: "
                                 f"{CONVERGENCE}")
     _plot(out / "bottleneck.png", cost, nets, batch)
@@ -284,7 +206,8 @@ def run_bottleneck(out: Path, protocol: str = "quick", *, train_limit: int | Non
                         "time_ratio": {str(t): v for t, v in cost.ratio.items()}},
                "nin_vs_plain": nets}
     settings = {"timing_batch": batch, "timing_reps": reps, **s, "optimizer": "adamw", "weight_decay": 1e-4,
-                "schedule": "cosine", "augment": "none", "dataset": "fashion-mnist", "input": "1x32x32",
+                "schedule": "linear warm-up, then cosine", "augment": "none", "dataset": "fashion-mnist",
+                "input": "1x32x32",
                 "test_every": "epoch", "convergence": CONVERGENCE, "workers": ran["workers"],
                 "threads": ran["threads"],
                 "plain_net": "NiN's conv1/conv2/conv3, pools, dropout and GAP; cccp1-5 removed; 3x3 class conv"}
@@ -344,10 +267,20 @@ def _cost_table(cost: _Cost, reps: int, batch: int) -> dict:
 NETS = ("nin", "plain (no 1x1)")  # NiN first: its runs are the longer, so they start first
 
 
-def _make_net(name: str, width: float, dropout: float) -> ClassicNet:
+def _make_net(name: str, width: float, dropout: float, class_bias: float = 0.0) -> ClassicNet:
+    """The net, with its class layer's biases set to ``class_bias``. Why: both nets end in a ReLU
+    on 10 class maps, and with zero-mean weights on the maps below (all >= 0, so every position of
+    a class map leans the same way) about half the class maps start negative nearly everywhere:
+    no gradient reaches them, and at half NiN's width some never came back (a dead class, see
+    :func:`_test`). A positive bias starts every map alive, as AlexNet's biases of 1 gave its
+    ReLUs positive inputs (Krizhevsky et al. 2012, section 5)."""
     if name == "nin":
-        return create_model("nin", num_classes=10, in_channels=1, width=width, dropout=dropout)
-    return PlainSkeleton(10, 1, dropout=dropout, width=width)
+        model = create_model("nin", num_classes=10, in_channels=1, width=width, dropout=dropout)
+    else:
+        model = PlainSkeleton(10, 1, dropout=dropout, width=width)
+    class_layer = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]  # cccp6 / classes
+    nn.init.constant_(class_layer.bias, class_bias)
+    return model
 
 
 def _train_run(net: str, seed: int, s: dict) -> dict:
@@ -356,9 +289,9 @@ def _train_run(net: str, seed: int, s: dict) -> dict:
     train_set = _subset(load_dataset("fashion-mnist", "train"), s["train_limit"])
     test_set = _subset(load_dataset("fashion-mnist", "test"), s["test_limit"])
     torch.manual_seed(seed)
-    model = _make_net(net, s["width"], s["dropout"])
+    model = _make_net(net, s["width"], s["dropout"], s["class_bias"])
     r = train_and_test(model, train_set, test_set, epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
-                       seed=seed)
+                       seed=seed, warmup=s["warmup"])
     info = summary(model, (1, 32, 32))
     return {**r, "params": info.total_params, "macs": info.total_macs,
             "conv_layers": sum(isinstance(m, nn.Conv2d) for m in model.modules()),
@@ -383,25 +316,10 @@ def _compare_nets(s: dict, seeds: tuple[int, ...], *, workers: int | None,
                       "test_accuracies": accs, "train_seconds": statistics.mean(r["train_seconds"] for r in rs),
                       "final_train_loss": statistics.mean(r["final_train_loss"] for r in rs),
                       "test_accuracy_curves": curves, "train_loss_curves": [r["curve"]["train_loss"] for r in rs],
-                      "convergence": convergence(curves)}
+                      "dead_classes": [r["dead_classes"] for r in rs],
+                      "convergence": convergence(curves, dead=[r["dead_classes"] for r in rs])}
     ran = {"workers": min(workers, len(jobs)), "threads": runs[0]["threads"], "images": runs[0]["images"]}
     return nets, ran
-
-
-def _nets_table(nets: dict[str, dict], caption: str) -> dict:
-    def converged(c: dict) -> str:
-        if c["span_points"] is None:
-            return f"cannot tell ({c['window']} epochs)"
-        if c["at_chance"]:
-            return f"NO (at chance; {c['span_points']:.1f} points over {c['window']} epochs)"
-        return f"{'yes' if c['converged'] else 'NO'} ({c['span_points']:.1f} points over {c['window']} epochs)"
-
-    return {"caption": caption,
-            "headers": ["net", "conv layers", "params", "multiply-adds", "test accuracy", "converged",
-                        "train s (per seed)"],
-            "rows": [[k, v["conv_layers"], v["params"], v["macs"],
-                      f"{100 * v['test_accuracy']:.1f}% +- {100 * v['test_accuracy_sd']:.1f}",
-                      converged(v["convergence"]), f"{v['train_seconds']:.0f}"] for k, v in nets.items()]}
 
 
 def _plot(path: Path, cost: _Cost, nets: dict, batch: int) -> None:

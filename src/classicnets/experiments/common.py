@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import statistics
@@ -82,6 +83,18 @@ def run_jobs(fn: Callable[..., dict], jobs: Sequence[dict], *, workers: int, thr
             for f in futures:
                 f.cancel()
             raise
+
+
+def warmup_cosine(total: int, warmup: int):
+    """The learning-rate factor at step ``s``: linear from 1/warmup to 1 over ``warmup`` steps, then
+    a cosine from 1 to 0 over the rest. Why a warm-up: Adam's first steps are full-size whatever
+    the gradient, and without one they pushed some of NiN's class maps negative everywhere, where
+    the ReLU before the average pool passes no gradient back, so those classes were lost for good."""
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+    return factor
 
 
 def sd(xs: Sequence[float]) -> float:
