@@ -270,10 +270,11 @@ NETS = ("nin", "plain (no 1x1)")  # NiN first: its runs are the longer, so they 
 def _make_net(name: str, width: float, dropout: float, class_bias: float = 0.0) -> ClassicNet:
     """The net, with its class layer's biases set to ``class_bias``. Why: both nets end in a ReLU
     on 10 class maps, and with zero-mean weights on the maps below (all >= 0, so every position of
-    a class map leans the same way) about half the class maps start negative nearly everywhere:
-    no gradient reaches them, and at half NiN's width some never came back (a dead class, see
-    :func:`_test`). A positive bias starts every map alive, as AlexNet's biases of 1 gave its
-    ReLUs positive inputs (Krizhevsky et al. 2012, section 5)."""
+    a class map leans the same way) some class maps go negative nearly everywhere, 2-4 of 10
+    within the first epoch in the probes (docs/experiments.md): no gradient reaches them, and at
+    half NiN's width some stayed dead (a dead class, see :func:`_test`). A positive bias starts
+    every map alive, as AlexNet's biases of 1 gave its ReLUs positive inputs (Krizhevsky et al.
+    2012, section 5)."""
     if name == "nin":
         model = create_model("nin", num_classes=10, in_channels=1, width=width, dropout=dropout)
     else:
