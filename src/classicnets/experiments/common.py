@@ -88,8 +88,9 @@ def run_jobs(fn: Callable[..., dict], jobs: Sequence[dict], *, workers: int, thr
 def warmup_cosine(total: int, warmup: int):
     """The learning-rate factor at step ``s``: linear from 1/warmup to 1 over ``warmup`` steps, then
     a cosine from 1 to 0 over the rest. Why a warm-up (bottleneck's nets): Adam's first steps are
-    full-size whatever the gradient; without one the plain net stalled at 51-54% on Fashion-MNIST,
-    with one it reached 77% in the same 8 epochs (docs/experiments.md, "Bottleneck (b)")."""
+    full-size whatever the gradient; without one the plain net stalled at 51-54% over its first 6
+    epochs on Fashion-MNIST, with one it reached 75% by epoch 5 (docs/experiments.md, "Bottleneck
+    (b)")."""
     def factor(s: int) -> float:
         if s < warmup:
             return (s + 1) / warmup
