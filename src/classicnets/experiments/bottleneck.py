@@ -193,11 +193,11 @@ def run_bottleneck(out: Path, protocol: str = "quick", *, train_limit: int | Non
     nets, ran = _compare_nets(s, seeds, workers=workers, threads=threads)
     s["train_images"], s["test_images"] = ran["images"]
     table_b = nets_table(nets, f"(b) Fashion-MNIST at 32x32, {s['train_images']:,} training images, "
-                                f"{s['epochs']} epochs, nets at {s['width']:g}x NiN's maps, dropout {s['dropout']:g}, "
-                                f"AdamW lr {s['lr']:g}, {s['warmup']:g}-epoch warm-up then cosine, class biases from "
-                                f"{s['class_bias']:g}, batch {s['batch_size']}; tested after every epoch on "
-                                f"{s['test_images']:,} images; mean +- s.d. over seeds {list(seeds)}. Converged: "
-                                f"{CONVERGENCE}")
+                               f"{s['epochs']} epochs, nets at {s['width']:g}x NiN's maps, dropout {s['dropout']:g}, "
+                               f"AdamW lr {s['lr']:g}, {s['warmup']:g}-epoch warm-up then cosine, class biases from "
+                               f"{s['class_bias']:g}, batch {s['batch_size']}; tested after every epoch on "
+                               f"{s['test_images']:,} images; mean +- s.d. over seeds {list(seeds)}. Converged: "
+                               f"{CONVERGENCE}")
     _plot(out / "bottleneck.png", cost, nets, batch)
     text = conclusion(cost.direct, cost.reduced, cost.ratio, nets, seeds, s)
     results = {"cost": {"direct_macs": cost.direct, "bottleneck_macs": [m for _, _, m in cost.stack],
@@ -279,8 +279,7 @@ def _make_net(name: str, width: float, dropout: float, class_bias: float = 0.0) 
         model = create_model("nin", num_classes=10, in_channels=1, width=width, dropout=dropout)
     else:
         model = PlainSkeleton(10, 1, dropout=dropout, width=width)
-    class_layer = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]  # cccp6 / classes
-    nn.init.constant_(class_layer.bias, class_bias)
+    nn.init.constant_(model.get_classifier().bias, class_bias)  # cccp6 / classes
     return model
 
 
@@ -312,13 +311,13 @@ def _compare_nets(s: dict, seeds: tuple[int, ...], *, workers: int | None,
         rs = [r for job, r in zip(jobs, runs, strict=True) if job["net"] == name]
         accs = [r["test_accuracy"] for r in rs]
         curves = [r["curve"]["test_accuracy"] for r in rs]
+        dead = [r["dead_classes"] for r in rs]
         nets[name] = {"params": rs[0]["params"], "macs": rs[0]["macs"], "conv_layers": rs[0]["conv_layers"],
                       "test_accuracy": statistics.mean(accs), "test_accuracy_sd": sd(accs),
                       "test_accuracies": accs, "train_seconds": statistics.mean(r["train_seconds"] for r in rs),
                       "final_train_loss": statistics.mean(r["final_train_loss"] for r in rs),
                       "test_accuracy_curves": curves, "train_loss_curves": [r["curve"]["train_loss"] for r in rs],
-                      "dead_classes": [r["dead_classes"] for r in rs],
-                      "convergence": convergence(curves, dead=[r["dead_classes"] for r in rs])}
+                      "dead_classes": dead, "convergence": convergence(curves, dead=dead)}
     ran = {"workers": min(workers, len(jobs)), "threads": runs[0]["threads"], "images": runs[0]["images"]}
     return nets, ran
 
