@@ -79,6 +79,27 @@ def test_rounds_are_interleaved_and_the_median_decides(fakes, monkeypatch):
     assert len(calls) == 3 * fast_probe.MIN_ROUNDS  # the slow sample used up the time budget
 
 
+def test_every_candidate_is_called_once_untimed_before_the_timed_rounds(fakes, monkeypatch):
+    """The first call after the builds is slow for every path (cold caches): it is not a sample."""
+    model, x = lenet()
+    events = []
+    call = fast.FastModel.__call__
+
+    def recording_call(self, x):
+        events.append(("call", self.backend))
+        return call(self, x)
+
+    def clock(fm, x):
+        events.append(("timed", fm.backend))
+        return SPEED[fm.backend]
+
+    monkeypatch.setattr(fast.FastModel, "__call__", recording_call)
+    fastest(model, x, time_call=clock, cache=False)
+    first_timed = events.index(("timed", "eager"))
+    assert events[first_timed - 3:first_timed] == [("call", "eager"), ("call", "inductor"), ("call", "onnxruntime")]
+    assert sum(e[0] == "timed" for e in events) == 3 * fast_probe.MAX_ROUNDS  # fake samples: budget not spent
+
+
 def test_the_second_load_uses_the_cached_choice_without_probing(fakes, tmp_path):
     model, x = lenet()
     fastest(model, x, time_call=fake_clock)

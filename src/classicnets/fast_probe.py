@@ -19,7 +19,8 @@ A candidate that fails to build or whose outputs disagree with eager fp32 beyond
 
 The probe costs each candidate's build once (on the AVX2 machine's 2 cores inductor compiled
 AlexNet, VGG-16 and ResNet-50 in 9-12 s, LeNet-5 in 11 s under load; the ONNX export took 4-8 s)
-plus at least three rounds of timing (ResNet-50 at batch 16: about 10 s; VGG-16: about 30 s).
+plus a warm-up call and at least five rounds of timing (ResNet-50 at batch 16: about 17 s; VGG-16:
+about 50 s).
 Its choice is saved in ``<cache>/fast-paths.json`` (``$CLASSICNETS_CACHE``, else
 ``$XDG_CACHE_HOME/classicnets``, else ``~/.cache/classicnets``), keyed by the model's
 architecture (speed does not depend on the weights), the input shape, the precision allowed, the
@@ -53,10 +54,14 @@ CACHE_NAME = "fast-paths.json"
 CACHE_FORMAT = 1
 FP32_CANDIDATES = ("eager fp32", "inductor fp32", "onnxruntime fp32")
 BF16_CANDIDATE = "inductor bf16"
-# Timing: every candidate once a round, the order rotating, at least MIN_ROUNDS rounds and then
-# until BUDGET_S seconds of calls (ResNet-50 at batch 16: 3 rounds, about 10 s on the AVX2
-# machine's 2 cores; LeNet-5: 10 rounds of 20 ms samples).
-MIN_ROUNDS, MAX_ROUNDS, BUDGET_S = 3, 10, 1.0
+# Timing: one untimed call of every candidate, then every candidate once a round, the order
+# rotating, at least MIN_ROUNDS rounds and then until BUDGET_S seconds of calls (ResNet-50 at
+# batch 16: 5 rounds, about 17 s on the AVX2 machine's 2 cores; LeNet-5: 10 rounds of 20 ms
+# samples). Why the warm-up and five rounds: there, the first timed call of each path after the
+# builds ran at 12-13 img/s against 16-20 after it, and with three rounds the probe once served
+# inductor (16.3 img/s in its rounds) over ONNX Runtime (15.6), which then ran 13% faster in the
+# benchmark (benchmarks/results/avx2/results.md).
+MIN_ROUNDS, MAX_ROUNDS, BUDGET_S = 5, 10, 1.0
 MIN_SAMPLE_S = 0.02  # a sample repeats a call this long: one LeNet-5 call is shorter than the clock's noise
 
 TimeCall = Callable[[FastModel, torch.Tensor], float]
@@ -176,8 +181,11 @@ def time_calls(fm: FastModel, x: torch.Tensor) -> float:
 
 def _time(built: dict[str, FastModel], x: torch.Tensor, time_call: TimeCall) -> dict[str, float]:
     """Median seconds per call of each candidate, interleaved (A B C, B C A, ...) so that a
-    machine slowing down mid-probe slows every candidate alike."""
+    machine slowing down mid-probe slows every candidate alike; after one untimed call of each
+    (the first call after the builds is slow for every path: caches and memory pools are cold)."""
     names = list(built)
+    for name in names:
+        built[name](x)
     samples: dict[str, list[float]] = {name: [] for name in names}
     spent = 0.0
     for r in range(MAX_ROUNDS):
