@@ -16,13 +16,16 @@ from peers import TRAIN_MODELS, run_peer, training_job
 
 SUITE = Path(__file__).resolve().parent / "suite.py"
 
-# name -> (model, data kind, batch size, training images, timed epochs per run)
+# name -> (model, data kind, batch size, training images, input size[, epochs per run: 2 by default,
+# the first warming up, the last timed])
 WORKLOADS = {
     # Batch 128: the lenet5 recipe's batch on Fashion-MNIST (recipes.DATASET_RECIPES).
     "lenet5-fashion": dict(model="lenet5", data="fashion-mnist", batch=128, images=20_096, size=32),
-    # Real images at 32x32x3 (Fashion-MNIST made CIFAR-shaped), so the final accuracies compare.
+    # Real images at 32x32x3 (Fashion-MNIST made CIFAR-shaped), so the final accuracies compare. Four
+    # epochs: after two (40 steps) the test accuracy of one net spread from 25% to 61% over three
+    # seeds, its batch-norm statistics still chasing the weights; after four, 68-73%.
     "resnet20-32x32x3": dict(model="resnet20", data="fashion32x3", batch=128, images=2_560, size=32,
-                             test_images=2_000),
+                             test_images=2_000, epochs=4),
     "resnet56-32x32x3": dict(model="resnet56", data="random32", batch=128, images=1_024, size=32),
     # A few steps: two of batch 8 per epoch (VGG-16 trains at about 1 image/s in fp32 on 2 cores).
     "vgg16-224": dict(model="vgg16", data="random224", batch=8, images=16, size=224),
@@ -66,22 +69,24 @@ def training_section(args, workloads: dict, tmp: Path, peers: dict) -> dict:
         # The recipe's learning rate for this model and data (random data: the model's own).
         dataset = None if data_dir else w["data"]
         lr = TrainConfig(model=w["model"], dataset=dataset, data_dir=data_dir or None).resolved().lr
-        # Two epochs per run (the first warms up), one epoch being at least a few steps.
+        epochs = w.get("epochs", 2)
         common = ["--model", w["model"], "--data", w["data"], "--data-dir", data_dir, "--batch", str(w["batch"]),
-                  "--images", str(w["images"]), "--epochs", "2", "--lr", str(lr)]
+                  "--images", str(w["images"]), "--epochs", str(epochs), "--lr", str(lr)]
         if args.threads:
             common += ["--threads", str(args.threads)]
         names, job = ["classicnets", "tutorial"], None
         if w["model"] in TRAIN_MODELS and peers["available"]:
             names += peers["available"]
-            job = training_job(w, data_dir, lr, tmp / name / "peers", epochs=2)
+            job = training_job(w, data_dir, lr, tmp / name / "peers", epochs=epochs)
         runs, failed = {n: [] for n in names}, {}
         for rep in range(args.reps):
+            # Round r is seed r for every contender: a recipe near the edge of stability (LeNet-5's
+            # peak rate 0.2) can lose one seed of one framework, and one seed must not stand for all.
             for contender in names[rep % len(names):] + names[:rep % len(names)]:
                 if contender in failed:
                     continue
                 try:
-                    runs[contender].append(run_contender(args, contender, common, job, peers))
+                    runs[contender].append(run_contender(args, contender, common, job, peers, seed=rep))
                 except RuntimeError as exc:  # a peer that fails costs its own figures, not the suite's
                     if contender not in PEERS:
                         raise
@@ -92,10 +97,16 @@ def training_section(args, workloads: dict, tmp: Path, peers: dict) -> dict:
     return results
 
 
-def run_contender(args, contender: str, common: list[str], job: dict | None, peers: dict) -> dict:
+def run_contender(args, contender: str, common: list[str], job: dict | None, peers: dict, seed: int) -> dict:
     if contender in PEERS:
-        return run_peer(contender, job, peers["python"], args.threads)
-    return run_worker(["train", "--contender", contender, *common], args.threads)
+        return {**run_peer(contender, {**job, "seed": seed}, peers["python"], args.threads), "seed": seed}
+    return {**run_worker(["train", "--contender", contender, *common, "--seed", str(seed)], args.threads), "seed": seed}
+
+
+def learned(accuracy: float, classes: int) -> bool:
+    """Whether a run learnt anything: a final test accuracy of at least twice chance. A run that
+    diverged (its ReLUs dead, every image given one class) ends at chance, 1 / classes."""
+    return accuracy >= 2 / classes
 
 
 def workload_result(w: dict, lr: float, runs: dict, failed: dict) -> dict:
@@ -107,15 +118,22 @@ def workload_result(w: dict, lr: float, runs: dict, failed: dict) -> dict:
     accuracy = {k: [r["test_accuracy"] for r in v] for k, v in ran.items() if v[0].get("test_accuracy") is not None}
     med = {k: statistics.median(v) for k, v in samples.items()}
     med_acc = {k: statistics.median(v) for k, v in accuracy.items()}
+    classes = 4 if w["data"] == "random224" else 10
+    learnt = {k: [learned(a, classes) for a in v] for k, v in accuracy.items()}
     info = {k: ran["classicnets"][-1][k] for k in ("precision", "resolved_precision", "channels_last")}
     out = {**w, "lr": lr, "images_per_second": samples, "median_images_per_second": med,
            "speedup": med["classicnets"] / med["tutorial"], "peak_rss_mb": rss,
            "median_peak_rss_mb": {k: statistics.median(v) for k, v in rss.items()},
-           "test_accuracy": accuracy, "median_test_accuracy": med_acc,
+           "test_accuracy": accuracy, "median_test_accuracy": med_acc, "learnt": learnt,
+           "seeds": {k: [r.get("seed", 0) for r in v] for k, v in ran.items()},
            "macs_per_image": _macs(w["model"], w), "classicnets_settings": info,
            "peers": [k for k in ran if k in PEERS], "failed_peers": failed}
-    if out["peers"]:
-        fastest = max(out["peers"], key=med.get)
+    # The yardstick is the fastest peer whose median run learnt: a peer that ends at chance with
+    # this recipe is no alternative at it (and would make "equal final accuracy" an easy bar).
+    usable = [k for k in out["peers"] if med_acc.get(k) is None or learned(med_acc[k], classes)]
+    out["peers_that_did_not_learn"] = [k for k in out["peers"] if k not in usable]
+    if usable:
+        fastest = max(usable, key=med.get)
         out["versus_fastest_peer"] = {"peer": fastest, "ratio": med["classicnets"] / med[fastest],
                                       "accuracy_gap": med_acc["classicnets"] - med_acc[fastest]}
     return out

@@ -99,7 +99,7 @@ def tutorial_train(args, device: str = "cpu", workers: int = 0) -> list[float]:
     aug = parse_augment(cfg.augment, cfg.dataset)
     dataset = TutorialSet(images, labels, size, data.mean, data.std, aug.crop_padding, aug.flip)
 
-    torch.manual_seed(0)
+    torch.manual_seed(getattr(args, "seed", 0))
     model = create_model(args.model, num_classes=len(data.classes), in_channels=images.shape[1])
     model.to(device).train()
     optimizer = tutorial_optimizer(model, cfg)
