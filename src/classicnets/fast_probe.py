@@ -1,8 +1,8 @@
 """Which inference path serves ``load(fast=True)``: a short probe, remembered per model and machine.
 
-No one path is fastest everywhere. On the AVX2 machine ONNX Runtime ran every model of
-``bench_infer.py`` fastest (ResNet-50 at batch 16: 19.4 img/s, inductor 15.2, eager 10.5;
-``benchmarks/results/avx2/results.md``); on the Zen 4 inductor came within 2% of it, and bf16
+No one path is fastest everywhere. On the AVX2 machine ONNX Runtime ran the models of
+``bench_infer.py`` fastest at batch 16 (ResNet-50: 17.0 img/s in the probe's rounds, inductor 15.6,
+eager 12.2; ``benchmarks/results/avx2/results.md``); on the Zen 4 inductor came within 2% of it, and bf16
 ran twice as fast as either; bf16 without native support is emulated, far slower than fp32. So
 :func:`fastest` builds each candidate (:func:`classicnets.fast.optimize_for_inference` with that
 backend, which checks its outputs against eager fp32 as it always has), times them on the example
