@@ -1,6 +1,6 @@
 """The benchmark suite: one command, every figure of the performance goals, side by side.
 
-    .venv/bin/python benchmarks/suite.py            # ~25-35 minutes on 2 cores
+    .venv/bin/python benchmarks/suite.py            # ~50 minutes on 2 cores with the peers
     .venv/bin/python benchmarks/suite.py --quick    # seconds: checks that it all runs (the tests)
 
 Writes ``results.json`` (with the machine and the commit measured) and ``results.md`` in
@@ -18,7 +18,8 @@ Writes ``results.json`` (with the machine and the commit measured) and ``results
    **The peers** (``peers.py``), where installed: Keras 3 on TensorFlow, Keras 3 on JAX and Flax +
    optax train LeNet-5 and ResNet-20 in the same rounds, with the same model, data, batch, epochs,
    optimiser and learning rate of every step; every contender but the tutorial loop reports its
-   final test accuracy. An absent peer is skipped, and the report says so.
+   final test accuracy. Round r is seed r for every contender. An absent peer is skipped, and the
+   report says so.
 2. **Time to accuracy**: training seconds (evaluation excluded) until LeNet-5 first reaches 90%
    on the Fashion-MNIST test set, and 98.5% on the embedded digits' test split, with the default
    recipe.

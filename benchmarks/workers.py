@@ -15,7 +15,7 @@ from tutorial import tutorial_train
 
 
 def worker_train(args) -> dict:
-    """One contender on one workload: two epochs (the first warms up), the second's images/s."""
+    """One contender on one workload: ``args.epochs`` epochs (the first warms up), each one's images/s."""
     import torch
 
     if args.threads:
