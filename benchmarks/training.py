@@ -99,8 +99,10 @@ def training_section(args, workloads: dict, tmp: Path, peers: dict) -> dict:
 
 def run_contender(args, contender: str, common: list[str], job: dict | None, peers: dict, seed: int) -> dict:
     if contender in PEERS:
-        return {**run_peer(contender, {**job, "seed": seed}, peers["python"], args.threads), "seed": seed}
-    return {**run_worker(["train", "--contender", contender, *common, "--seed", str(seed)], args.threads), "seed": seed}
+        result = run_peer(contender, {**job, "seed": seed}, peers["python"], args.threads)
+    else:
+        result = run_worker(["train", "--contender", contender, *common, "--seed", str(seed)], args.threads)
+    return {**result, "seed": seed}
 
 
 def learned(accuracy: float, classes: int) -> bool:
@@ -118,7 +120,7 @@ def workload_result(w: dict, lr: float, runs: dict, failed: dict) -> dict:
     accuracy = {k: [r["test_accuracy"] for r in v] for k, v in ran.items() if v[0].get("test_accuracy") is not None}
     med = {k: statistics.median(v) for k, v in samples.items()}
     med_acc = {k: statistics.median(v) for k, v in accuracy.items()}
-    classes = 4 if w["data"] == "random224" else 10
+    classes = _classes(w)
     learnt = {k: [learned(a, classes) for a in v] for k, v in accuracy.items()}
     info = {k: ran["classicnets"][-1][k] for k in ("precision", "resolved_precision", "channels_last")}
     out = {**w, "lr": lr, "images_per_second": samples, "median_images_per_second": med,
@@ -145,6 +147,10 @@ def _macs(model: str, w: dict) -> int:
     from classicnets.summary_table import summary
 
     channels = 1 if w["data"] in ("fashion-mnist", "digits") else 3
-    classes = 4 if w["data"] == "random224" else 10
-    m = create_model(model, num_classes=classes, in_channels=channels)
+    m = create_model(model, num_classes=_classes(w), in_channels=channels)
     return summary(m, (channels, w["size"], w["size"])).total_macs
+
+
+def _classes(w: dict) -> int:
+    """A workload's classes: 4 for the random 224x224 images (``common.make_random_data``), else 10."""
+    return 4 if w["data"] == "random224" else 10
