@@ -81,7 +81,13 @@ def to_markdown(results: dict, machine: str | None = None) -> str:
         if g["key"] == "lenet5-ceiling" and g["measured"] is None:
             lines.append(f"  - The last measurement: {roofline_evidence(machine)}")
     lines.append(f"- {cuda_evidence()}")
-    return "\n".join(lines + [""])
+    return "\n".join(one_blank_line("\n".join(lines).split("\n")) + [""])  # the inference part is one string
+
+
+def one_blank_line(lines: list[str]) -> list[str]:
+    """``lines`` with each run of empty lines cut to one: the sections each end and start with one,
+    and an optional part that is absent must not leave two (the report has no code blocks)."""
+    return [line for i, line in enumerate(lines) if line or i == 0 or lines[i - 1]]
 
 
 def training_section(training: dict) -> list[str]:
@@ -238,8 +244,9 @@ def peer_inference_lines(results: dict) -> list[str]:
         for model, r in models.items():
             lines.append(f"| {model} | {title(peer, versions)} | {rate(r['median_images_per_second'])} | "
                          f"{r['first_call_seconds']:.1f} | {', '.join(rate(x) for x in r['images_per_second'])} |")
-    return lines + [f"- {title(k, None)}: {why}." for k, why in {**pi["skipped"], **pi["failed"]}.items()
-                    if k not in (results.get("peers") or {}).get("skipped", {})]
+    notes = [f"- {title(k, None)}: {why}." for k, why in {**pi["skipped"], **pi["failed"]}.items()
+             if k not in (results.get("peers") or {}).get("skipped", {})]
+    return lines + ([""] + notes if notes else [])
 
 
 def time_to_accuracy_section(tta: dict) -> list[str]:

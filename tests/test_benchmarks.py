@@ -698,3 +698,18 @@ def test_lenet_step_ideas_change_only_what_train_step_is_given(monkeypatch):
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(weights[1], weights[0])
     torch.testing.assert_close(weights[2], weights[0])
+
+
+def test_the_committed_reports_keep_one_blank_line_between_blocks(monkeypatch):
+    """An absent optional part (no skipped peer, no note) must not leave two empty lines, and a
+    note after a table starts a block of its own, not a line the table might swallow."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from render import one_blank_line, to_markdown
+
+    assert one_blank_line(["# a", "", "", "b", "", "", "", "c", ""]) == ["# a", "", "b", "", "c", ""]
+    for machine in ("avx2", "avx512-bf16"):
+        results = json.loads((ROOT / "benchmarks" / "results" / machine / "results.json").read_text())
+        lines = to_markdown(results, machine).split("\n")
+        pairs = list(zip(lines, lines[1:], strict=False))  # each line with the next
+        assert "" not in [line for prev, line in pairs if not prev], machine
+        assert not [line for prev, line in pairs if prev.startswith("|") and line.startswith("- ")], machine
