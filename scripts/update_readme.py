@@ -282,7 +282,8 @@ def sections() -> dict[str, Callable[[Link], str]]:
         from classicnets.experiments.common import readme_section
 
         return readme_section(ROOT / "docs" / "experiments",
-                              ["degradation", "degradation-cpu", "identity", "bottleneck", "transfer", "pooling"],
+                              ["degradation", "degradation-cpu", "identity", "bottleneck", "bottleneck-cpu", "transfer",
+                               "pooling"],
                               link_root=link("docs/experiments"), title=False)
 
     return {

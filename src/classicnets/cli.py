@@ -359,7 +359,8 @@ def _add_study_commands(sub) -> None:
                    help="the quick protocol (the default): seconds to minutes on a laptop CPU")
     g.add_argument("--protocol", choices=["quick", "cpu", "paper"], default="quick",
                    help="'paper': full datasets, more seeds and epochs, where the experiment defines it; "
-                        "'cpu': degradation's longer run for a laptop (about an hour on 2 cores)")
+                        "'cpu': the longer run for a laptop where the experiment defines one (degradation, bottleneck; "
+                        "about an hour on 2 cores)")
     s.add_argument("--out", help="output folder (default runs/experiments/NAME)")
     s.add_argument("--data", metavar="DIR", help="where the experiment's dataset is (e.g. CIFAR-10 for degradation's "
                                                  "paper protocol), if not in the cache")

@@ -3,7 +3,8 @@ writes ``results.json``, its figures and ``report.md`` to a folder, and returns 
 
 ``run_experiment("identity", out="docs/experiments/identity")`` runs the quick protocol (minutes
 at most on a laptop CPU); ``protocol="paper"`` (or ``quick=False``) runs the paper protocol where
-one is defined, and an experiment may define others (degradation's ``"cpu"``: an hour on 2 cores).
+one is defined, and an experiment may define others (``"cpu"``, degradation's and bottleneck's longer
+run: about an hour on 2 cores).
 """
 
 from __future__ import annotations
