@@ -75,6 +75,58 @@ class UnfoldConv2d(nn.Module):
         return out + self.conv.bias[:, None, None]
 
 
+class _InputGradInDefaultLayout(torch.autograd.Function):
+    """A convolution whose backward computes the input gradient in the default (NCHW) layout and
+    the weight and bias gradients in the tensors' own (channels-last): measured alone, oneDNN's
+    channels-last input gradient for conv2's shapes took twice as long as the NCHW one."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, conv):
+        ctx.save_for_backward(x, weight)
+        ctx.conv = conv
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        c = ctx.conv
+        settings = (list(c.stride), list(c.padding), list(c.dilation), False, [0, 0], c.groups)
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            grad_input = torch.ops.aten.convolution_backward(
+                grad.contiguous(), x.contiguous(), weight.contiguous(), [weight.shape[0]], *settings,
+                [True, False, False])[0].contiguous(memory_format=torch.channels_last)
+        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[0]], *settings, [False, True, True])
+        return grad_input, grad_weight, grad_bias, None
+
+
+class InputGradInDefaultLayout(nn.Module):
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        return _InputGradInDefaultLayout.apply(x, self.conv.weight, self.conv.bias, self.conv)
+
+
+class FourPhaseConvPool(nn.Module):
+    """conv1 (5x5, stride 1) and the 2x2 max pool after it as four stride-2 convolutions, one per
+    position in the pooling window, and their elementwise maximum: the same outputs with no
+    pooling kernel and no indices. Not the same gradient on ties (``torch.maximum`` splits it,
+    ``max_pool2d`` gives it to the first), and the blank margins of an image tie."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        w, b = self.conv.weight, self.conv.bias
+        size = x.shape[-1] - 1  # each phase starts 0 or 1 pixel in; stride 2 then gives the pooled size
+        phases = [F.conv2d(x[..., i:i + size, j:j + size], w, b, stride=2) for i in (0, 1) for j in (0, 1)]
+        return torch.maximum(torch.maximum(phases[0], phases[1]), torch.maximum(phases[2], phases[3]))
+
+
 def textbook_order(model: nn.Module) -> nn.Module:
     """``lenet5`` with each block back in the usual conv - ReLU - pool order."""
     layers = dict(model.features.named_children())
@@ -95,6 +147,18 @@ def pool_first_model() -> nn.Module:
 def amax_model() -> nn.Module:
     model = reference_model()
     model.features.pool1, model.features.pool2 = AmaxPool2x2(), AmaxPool2x2()
+    return model
+
+
+def input_grad_model() -> nn.Module:
+    model = pool_first_model()
+    model.features.conv2 = InputGradInDefaultLayout(model.features.conv2)
+    return model
+
+
+def four_phase_model() -> nn.Module:
+    model = pool_first_model()  # conv1, pool1, act1, ...: the first two become one module
+    model.features.conv1, model.features.pool1 = FourPhaseConvPool(model.features.conv1), nn.Identity()
     return model
 
 
@@ -199,6 +263,12 @@ def variants(compile_modes: list[str]) -> list[Variant]:
         Variant("all kept ideas + bf16 autocast", model=pool_first_model, channels_last=True, fused=True,
                 item_check=False, fill_memory=False, bf16=True, exact=False,
                 note="bfloat16 convolutions and linear layers; compare with the row above"),
+        Variant("all kept ideas + conv2's input gradient in the default layout", model=input_grad_model,
+                channels_last=True, fused=True, item_check=False, fill_memory=False, exact=False,
+                note="the rest of the step channels-last; compare with 'all kept ideas together'"),
+        Variant("all kept ideas + conv1 and pool1 as four stride-2 convolutions", model=four_phase_model,
+                channels_last=True, fused=True, item_check=False, fill_memory=False, exact=False,
+                note="no max_pool2d; ties split their gradient; compare with 'all kept ideas together'"),
     ]
     out += [Variant(f"torch.compile mode={m}", compile_mode=m, model=reference_model, exact=False,
                     note="inductor kernels; not bit-identical") for m in compile_modes]
@@ -280,6 +350,10 @@ KEPT = {
                                   "deterministic)",
     "all kept ideas together": "-",
     "all kept ideas + bf16 autocast": "no: LeNet-5 stays fp32 (see the notes)",
+    "all kept ideas + conv2's input gradient in the default layout": "no: inside the noise against everything kept "
+                                                                     "(compare the rows), one more autograd function",
+    "all kept ideas + conv1 and pool1 as four stride-2 convolutions": "no: slower than everything kept, and ties "
+                                                                      "split their gradient",
 }
 
 NOTES = """

@@ -236,5 +236,47 @@ def cuda_evidence() -> str:
             f"({default['speedup_over_tutorial']:.2f}x) ({result_md(path)})")
 
 
+# The step ideas tried last, each on top of everything classicnets.train runs (bench_lenet_step.py).
+ALL_KEPT = "all kept ideas together"
+LATE_STEP_IDEAS = {"all kept ideas + conv2's input gradient in the default layout": "conv2's input gradient in the "
+                   "default layout", "all kept ideas + conv1 and pool1 as four stride-2 convolutions": "conv1 and the "
+                   "first max pool as four stride-2 convolutions and their maximum"}
+
+
+def step_ideas_evidence(machine: str | None = None) -> str:
+    """The late step ideas' row: each against everything kept, in the same rounds, per batch; from
+    ``machine``'s results where they have these ideas, else from the first machine's that do."""
+    def late(r: dict) -> list[dict]:
+        return [run for run in r["runs"] if any(i["idea"] in LATE_STEP_IDEAS for i in run["ideas"])]
+    measured = [p for p in sorted(result_paths("lenet_step_ideas"), key=lambda p: p.parent.name != machine)
+                if late(_load(p))]
+    if not measured:
+        return "`benchmarks/bench_lenet_step.py` (not measured yet)"
+    path = measured[0]
+    r = _load(path)
+    runs = late(r)
+    parts = []
+    for name, words in LATE_STEP_IDEAS.items():
+        ratios = []
+        for run in runs:
+            after = {i["idea"]: i["after"] for i in run["ideas"]}
+            ratios.append(f"{after[name] / after[ALL_KEPT]:.2f}x at batch {run['batch_size']}")
+        parts.append(f"{words} {' and '.join(ratios)}")
+    return (f"images/s of the whole step against everything kept, in the same rounds: {'; '.join(parts)} "
+            f"({r['machine']['cpu']}{isa(r['machine'])}; {result_md(path)})")
+
+
+def per_core_evidence(machine: str | None = None) -> str:
+    """The row of one training process per core (torchrun), from ``per_core.json``."""
+    path = result_path("per_core", machine)
+    r = _load(path)
+    if r is None:
+        return "`benchmarks/bench_per_core.py` (not measured yet)"
+    (one, one_rate), (two, two_rate) = r["median_images_per_second"].items()
+    return (f"`classicnets train {' '.join(r['train_args'])}`: {two} {two_rate:,.0f} img/s against {one} "
+            f"{one_rate:,.0f} ({two_rate / one_rate:.2f}x, medians of {r['rounds']}; {r['machine']['cpu']}"
+            f"{isa(r['machine'])}; {result_md(path)})")
+
+
 def _load(path: Path | None) -> dict | None:
     return json.loads(path.read_text()) if path else None

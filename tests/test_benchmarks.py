@@ -35,6 +35,17 @@ def test_bench_train_quick_writes_json_and_markdown(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ranks")  # it starts two ranks, like test_distributed's tests
+def test_bench_per_core_quick_trains_both_ways_on_the_same_batches(tmp_path):
+    run_quick("bench_per_core.py", tmp_path)
+    r = json.loads((tmp_path / "per_core.json").read_text())
+    one, two = r["runs"].values()
+    assert len(one) == len(two) == 1 and r["ratio"] > 0 and r["machine"]["cpu"]
+    # The global batch is split between the ranks: the same steps, so nearly the same accuracy.
+    assert abs(one[0]["test_accuracy"] - two[0]["test_accuracy"]) < 0.05
+    assert "| torchrun: 2 processes, 1 thread each (DDP over gloo) |" in (tmp_path / "per_core.md").read_text()
+
+
 def test_bench_lenet_step_quick_writes_the_idea_table(tmp_path):
     run_quick("bench_lenet_step.py", tmp_path)
     results = json.loads((tmp_path / "lenet_step_ideas.json").read_text())
@@ -207,7 +218,11 @@ def test_suite_quick_trains_an_installed_peer_beside_classicnets(monkeypatch, tm
     r = json.loads((tmp_path / "results.json").read_text())
     w = r["training"]["lenet5-fashion"]
     assert w["peers"] == [peer] and set(w["median_images_per_second"]) == {"classicnets", "tutorial", peer}
-    assert set(w["median_test_accuracy"]) == {"classicnets", peer} and w["versus_fastest_peer"]["peer"] == peer
+    assert set(w["median_test_accuracy"]) == {"classicnets", peer}
+    # The quick run's 256 images may leave the peer at chance; then it is no yardstick, and says so.
+    learnt = w["median_test_accuracy"][peer] >= 0.2
+    assert w["peers_that_did_not_learn"] == ([] if learnt else [peer])
+    assert ("versus_fastest_peer" in w) == learnt and (not learnt or w["versus_fastest_peer"]["peer"] == peer)
     assert r["peers"]["versions"][peer.split("-")[-1]]
     md = (tmp_path / "results.md").read_text()
     assert "## Summary" in md and f"| {title(peer, r['peers']['versions'])} |" in md
@@ -713,3 +728,26 @@ def test_the_committed_reports_keep_one_blank_line_between_blocks(monkeypatch):
         pairs = list(zip(lines, lines[1:], strict=False))  # each line with the next
         assert "" not in [line for prev, line in pairs if not prev], machine
         assert not [line for prev, line in pairs if prev.startswith("|") and line.startswith("- ")], machine
+
+
+def test_the_layout_and_four_phase_step_ideas_compute_what_lenet5_computes(monkeypatch):
+    """Each idea changes how, not what: the same logits, and (away from ties) the same gradients."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+    from bench_lenet_step import four_phase_model, input_grad_model, pool_first_model
+
+    torch.set_num_threads(1)  # conftest restores
+    x = torch.randn(4, 1, 32, 32).contiguous(memory_format=torch.channels_last)  # random pixels: no ties
+    runs = []
+    for make in (pool_first_model, input_grad_model, four_phase_model):
+        torch.manual_seed(0)
+        model = make().to(memory_format=torch.channels_last)
+        logits = model(x)
+        logits.square().sum().backward()
+        conv1 = model.features.conv1
+        conv1 = getattr(conv1, "conv", conv1)
+        runs.append((logits.detach(), conv1.weight.grad, conv1.bias.grad, model.fc3.weight.grad))
+    assert isinstance(runs[0][0], torch.Tensor) and runs[0][1].abs().sum() > 0
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
