@@ -15,7 +15,7 @@ accuracy (the same batches, so within floating-point noise of each other).
 Run: ``.venv/bin/python benchmarks/bench_per_core.py`` (about 3 minutes on 2 cores; needs
 Fashion-MNIST: ``apt-get install dataset-fashion-mnist``). Results:
 ``benchmarks/results/<machine>/per_core.{json,md}``. ``--quick`` is the tiny run the tests use
-(1 epoch on 512 of the embedded digits, one round).
+(1 epoch on 256 of the embedded digits, one round).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def run_once(launcher: list[str], threads: list[str], train: list[str], seed: in
 
 
 def run(args) -> dict:
-    train = (["lenet5", "--dataset", "digits", "--epochs", "1", "--train-limit", "512"] if args.quick
+    train = (["lenet5", "--dataset", "digits", "--epochs", "1", "--train-limit", "256"] if args.quick
              else ["lenet5", "--dataset", args.dataset, "--epochs", str(args.epochs)])
     names = list(CONTENDERS)
     runs = {name: [] for name in names}

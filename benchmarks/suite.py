@@ -112,7 +112,7 @@ def settings_section(args, tmp: Path) -> dict:
 def parity_section(args) -> dict:
     """bf16 autocast must keep accuracy: ResNet-20 on Fashion-MNIST (1 channel, padded to 32x32),
     fp32 against bf16, same seeds, same data, same everything else."""
-    data, images, epochs, seeds = (("digits", 256, 1, (0,)) if args.quick else ("fashion-mnist", 10_000, 4, (0, 1)))
+    data, images, epochs, seeds = (("digits", 64, 1, (0,)) if args.quick else ("fashion-mnist", 10_000, 4, (0, 1)))
     out = {"dataset": data, "images": images, "epochs": epochs, "seeds": list(seeds), "accuracy": {}}
     for precision in ("fp32", "bf16"):
         accs = []
