@@ -248,12 +248,10 @@ def step_ideas_evidence(machine: str | None = None) -> str:
     ``machine``'s results where they have these ideas, else from the first machine's that do."""
     def late(r: dict) -> list[dict]:
         return [run for run in r["runs"] if any(i["idea"] in LATE_STEP_IDEAS for i in run["ideas"])]
-    measured = [p for p in sorted(result_paths("lenet_step_ideas"), key=lambda p: p.parent.name != machine)
-                if late(_load(p))]
-    if not measured:
+    files = ((p, _load(p)) for p in sorted(result_paths("lenet_step_ideas"), key=lambda p: p.parent.name != machine))
+    path, r = next(((p, r) for p, r in files if late(r)), (None, None))
+    if r is None:
         return "`benchmarks/bench_lenet_step.py` (not measured yet)"
-    path = measured[0]
-    r = _load(path)
     runs = late(r)
     parts = []
     for name, words in LATE_STEP_IDEAS.items():

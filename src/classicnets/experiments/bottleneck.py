@@ -164,8 +164,8 @@ PROTOCOLS = {
                   dropout=0.5, batch_size=32, lr=1e-3, warmup=1, class_bias=1.0),
     # The converged comparison on a laptop: the quick protocol's settings on the first 2,000
     # images for 48 epochs (3,024 steps of batch 32). Over the last third of its epochs both nets'
-    # seed-mean test accuracy stays within the convergence check's 1 point, where the quick
-    # budget's does not (docs/experiments.md, "Bottleneck (b)", has every budget tried).
+    # seed-mean test accuracy trends by less than the convergence check's 1 point (+0.8 and +0.6),
+    # where the quick budget's does not (docs/experiments.md, "Bottleneck (b)", has every budget tried).
     "cpu": dict(train_limit=2_000, test_limit=2_000, epochs=48, reps=15, seeds=(0, 1, 2), width=0.5,
                 dropout=0.5, batch_size=32, lr=1e-3, warmup=1, class_bias=1.0),
     # NiN as published, all of Fashion-MNIST: hours on a CPU, minutes on a GPU.

@@ -21,7 +21,7 @@ from .common import warmup_cosine
 # protocol's plain net gained 0.6 points by its trend over its last 16 epochs while its curve
 # spanned 1.1 (one epoch at 85.0% among 84.5s); its seeds, one by one, spanned 1.4-2.1 with trends
 # of 0.6-0.7. Runs that were still climbing fail either way: the quick protocol's nets trended
-# 1.3 and 1.6 points over their last 8 epochs (docs/experiments.md, "Bottleneck (b)").
+# 1.3 and 1.5 points over their last 8 epochs (docs/experiments.md, "Bottleneck (b)").
 CONVERGED_POINTS = 1.0
 CONVERGENCE = (f"the seed-mean test accuracy's least-squares trend over the last third of the epochs (at least the "
                f"last 3) within {CONVERGED_POINTS:g} point across that window, above twice chance, and no dead class "
@@ -31,11 +31,7 @@ CONVERGENCE = (f"the seed-mean test accuracy's least-squares trend over the last
 def trend(values: list[float]) -> float:
     """What the least-squares line through ``values`` (one per epoch) gains from the first epoch to
     the last: its slope times (len - 1)."""
-    n = len(values)
-    mid_x, mid_y = (n - 1) / 2, sum(values) / n
-    slope = (sum((x - mid_x) * (y - mid_y) for x, y in enumerate(values))
-             / sum((x - mid_x) ** 2 for x in range(n)))
-    return slope * (n - 1)
+    return statistics.linear_regression(range(len(values)), values).slope * (len(values) - 1)
 
 
 def convergence(curves: list[list[float]], points: float = CONVERGED_POINTS, chance: float = 0.1,
