@@ -36,9 +36,10 @@ import torch.nn.functional as F
 from common import isa, pool_as_run, write_results  # benchmarks/common.py (scripts run from this folder)
 from torch import nn
 
-from classicnets import create_model
+from classicnets import create_model, native
 from classicnets.device import autocast_dtype
 from classicnets.memory import keep_freed_memory
+from classicnets.models.max_pool import MaxPool2d
 from classicnets.report import machine_info
 from classicnets.train import TrainConfig, make_optimizer, train_step
 
@@ -133,11 +134,20 @@ class StridedMaxPool2x2(torch.autograd.Function):
 
 
 def pool_relu(x):
-    """The first LeNet-5 block after its convolution, as ``lenet5`` builds it: max pool, then ReLU."""
+    """The first LeNet-5 block after its convolution with PyTorch's kernel: max pool, then ReLU."""
     return F.relu(F.max_pool2d(x, 2))
 
 
-AS_RUN = "max_pool2d, channels-last (what the step runs)"  # the pooling alternative the training step uses
+def native_pool_relu(x):
+    """The same block as ``lenet5`` runs it: its MaxPool2d (``classicnets.native``'s kernel on a
+    channels-last float32 tensor, where the kernels could be built), then ReLU."""
+    return F.relu(_NATIVE_POOL(x))
+
+
+_NATIVE_POOL = MaxPool2d(2)
+# The pooling alternative the training step uses: the native kernel, unless it cannot be built here.
+AS_RUN = ("native 2x2 max pool, channels-last (what the step runs)" if native.library() is not None
+          else "max_pool2d, channels-last (what the step runs: the native kernel is unavailable)")
 
 
 def pooling_alternatives(in_shape: tuple[int, ...], compile_: bool) -> dict:
@@ -153,7 +163,8 @@ def pooling_alternatives(in_shape: tuple[int, ...], compile_: bool) -> dict:
             x.grad = None
         return run
     out = {
-        AS_RUN: block(pool_relu, CL),
+        AS_RUN: block(native_pool_relu, CL),
+        "max_pool2d, channels-last (PyTorch's kernel)": block(pool_relu, CL),
         "max_pool2d, default layout": block(pool_relu, torch.contiguous_format),
         "strided maxima, hand-written backward, channels-last": block(
             lambda x: F.relu(StridedMaxPool2x2.apply(x)), CL),

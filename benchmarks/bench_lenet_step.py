@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from common import isa, timed_epoch, write_results  # benchmarks/*.py (scripts run from this folder)
 from torch import nn
 
+from classicnets import native
 from classicnets.data import load_dataset
 from classicnets.data.pipeline import make_loader, parse_augment
 from classicnets.models import create_model
@@ -203,6 +204,7 @@ class Variant:
     compile_mode: str | None = None
     fill_memory: bool = True  # deterministic mode's NaN fill of new tensors
     bf16: bool = False  # train_step's amp_dtype: bf16 autocast
+    native_pool: bool = False  # lenet5's MaxPool2d with classicnets.native's kernel (else PyTorch's)
     exact: bool = True  # same math as the reference (bit-for-bit forward, same gradient rule)
     note: str = ""
     state: dict = field(default_factory=dict)
@@ -227,13 +229,17 @@ class Variant:
     def run(self) -> tuple[int, float]:
         s = self.state
         mkl = contextlib.nullcontext() if self.mkldnn else torch.backends.mkldnn.flags(enabled=False)
+        pools = contextlib.nullcontext() if self.native_pool else native.turned_off()
         torch.utils.deterministic.fill_uninitialized_memory = self.fill_memory
-        with mkl:
+        with mkl, pools:
             seen, seconds, s["step"] = timed_epoch(s["model"], s["opt"], s["batches"], s["lr_at"], s["step"],
                                                    label_smoothing=s["cfg"].label_smoothing,
                                                    amp_dtype=torch.bfloat16 if self.bf16 else None,
                                                    read_loss=self.item_check)
         return seen, seconds
+
+
+NATIVE_POOL = "all kept ideas + the native 2x2 max pool"
 
 
 def variants(compile_modes: list[str]) -> list[Variant]:
@@ -259,7 +265,12 @@ def variants(compile_modes: list[str]) -> list[Variant]:
         Variant("no NaN fill of new tensors", fill_memory=False,
                 note="deterministic mode's debugging fill (`torch.utils.deterministic`); kernels unchanged"),
         Variant("all kept ideas together", model=pool_first_model, channels_last=True, fused=True,
-                item_check=False, fill_memory=False, exact=False, note="what classicnets.train runs"),
+                item_check=False, fill_memory=False, exact=False,
+                note="with PyTorch's max pool kernel, as every row above"),
+        Variant(NATIVE_POOL, model=pool_first_model, channels_last=True, fused=True, item_check=False,
+                fill_memory=False, native_pool=True, exact=False,
+                note="what classicnets.train runs; max_pool2d's outputs and gradients bit for bit; compare with "
+                     "'all kept ideas together'"),
         Variant("all kept ideas + bf16 autocast", model=pool_first_model, channels_last=True, fused=True,
                 item_check=False, fill_memory=False, bf16=True, exact=False,
                 note="bfloat16 convolutions and linear layers; compare with the row above"),
@@ -349,6 +360,7 @@ KEPT = {
     "no NaN fill of new tensors": "**yes**: `classicnets.train` turns the fill off (the algorithms stay "
                                   "deterministic)",
     "all kept ideas together": "-",
+    NATIVE_POOL: "**yes**: `lenet5`'s `MaxPool2d` runs `classicnets.native`'s kernel on CPU (channels-last float32)",
     "all kept ideas + bf16 autocast": "no: LeNet-5 stays fp32 (see the notes)",
     "all kept ideas + conv2's input gradient in the default layout": "no: inside the noise against everything kept "
                                                                      "(compare the rows), one more autograd function",
@@ -367,6 +379,10 @@ NOTES = """
   backward (first maximum wins, as `max_pool2d`) was also tried: one pool's forward+backward took
   836 us instead of 1,869 (1 thread, 64x6x28x28), but the whole 2-thread step gained nothing
   measurable (0.99x), so the model keeps `nn.MaxPool2d` (~70 fewer lines to trust).
+* The native 2x2 max pool (`classicnets.native`, C with AVX2 intrinsics, compiled on first
+  use) exists because PyTorch's channels-last max pool vectorises over channels, 8 at a time, and
+  LeNet-5's first pool has 6: every value went through its scalar remainder. Every row but
+  its own runs PyTorch's kernel, so the rows stay comparable with earlier runs.
 * Max pooling before the ReLU (the order `lenet5` now builds) is the same function with the
   same gradients. It pays only with channels-last tensors, whose max pool is the slower one
   here: compare its channels_last row with the plain channels_last row.

@@ -264,6 +264,27 @@ def step_ideas_evidence(machine: str | None = None) -> str:
             f"({r['machine']['cpu']}{isa(r['machine'])}; {result_md(path)})")
 
 
+NATIVE_POOL = "all kept ideas + the native 2x2 max pool"  # bench_lenet_step.py's row
+
+
+def native_pool_evidence(machine: str | None = None) -> str:
+    """The native max pool's row: the whole step with it against everything else kept (PyTorch's
+    kernel), in the same rounds, per batch; from ``machine``'s results where they have that row."""
+    def native(r: dict) -> list[dict]:
+        return [run for run in r["runs"] if any(i["idea"] == NATIVE_POOL for i in run["ideas"])]
+    files = ((p, _load(p)) for p in sorted(result_paths("lenet_step_ideas"), key=lambda p: p.parent.name != machine))
+    path, r = next(((p, r) for p, r in files if native(r)), (None, None))
+    if r is None:
+        return "`benchmarks/bench_lenet_step.py` (not measured yet)"
+    ratios = []
+    for run in native(r):
+        after = {i["idea"]: i["after"] for i in run["ideas"]}
+        ratios.append(f"{after[NATIVE_POOL] / after[ALL_KEPT]:.2f}x at batch {run['batch_size']} "
+                      f"({after[NATIVE_POOL]:,.0f} against {after[ALL_KEPT]:,.0f} img/s)")
+    return (f"the whole LeNet-5 step against everything else kept, in the same rounds: {', '.join(ratios)} "
+            f"({r['machine']['cpu']}{isa(r['machine'])}; {result_md(path)})")
+
+
 def per_core_evidence(machine: str | None = None) -> str:
     """The row of one training process per core (torchrun), from ``per_core.json``."""
     path = result_path("per_core", machine)

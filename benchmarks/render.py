@@ -11,6 +11,7 @@ from goals import (
     evaluate_goals,
     format_goal,
     malloc_evidence,
+    native_pool_evidence,
     per_core_evidence,
     pooling_evidence,
     preload_evidence,
@@ -349,8 +350,12 @@ def decisions_section(results: dict, machine: str | None = None) -> list[str]:
          "(the 13% it first showed was the fill); separate runs, compiling took 15-30 s"),
         ("Max pool as reshape + amax, THNN or unfold convolutions, `set_to_none=False`", "not kept",
          f"0.20-0.94x ({ideas})"),
+        ("LeNet-5's 2x2 max pools as a native kernel (`classicnets.native`: C with AVX2, compiled on first use; "
+         "`max_pool2d`'s outputs and gradients bit for bit)",
+         "**kept** (CPU, channels-last float32; PyTorch's kernel elsewhere, or without a C compiler)",
+         native_pool_evidence(machine)),
         ("LeNet-5's first max pool + ReLU another way: default layout, strided maxima with a hand-written "
-         "backward, `torch.compile`", "not kept (`max_pool2d` on channels-last stays)", pooling_evidence(machine)),
+         "backward, `torch.compile`", "not kept", pooling_evidence(machine)),
         ("LeNet-5: conv2's input gradient in the default layout (the rest channels-last); conv1 and the first "
          "max pool as four stride-2 convolutions and their maximum (no pooling kernel)",
          "not kept (inside the noise, or slower)", step_ideas_evidence(machine)),

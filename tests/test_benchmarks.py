@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from classicnets import native
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,6 +55,7 @@ def test_bench_lenet_step_quick_writes_the_idea_table(tmp_path):
     (run,) = results["runs"]
     assert run["ideas"][0]["ratio"] == pytest.approx(1.0)
     assert all(i["after"] > 0 for i in run["ideas"])
+    assert "all kept ideas + the native 2x2 max pool" in [i["idea"] for i in run["ideas"]]
     md = (tmp_path / "lenet_step_ideas.md").read_text()
     assert "| idea | img/s before | img/s after | ratio |" in md
 
@@ -479,9 +482,12 @@ def test_bench_lenet_roofline_quick_writes_the_layer_table(tmp_path):
     assert run["kernels"]["ceiling_fraction_of_peak"] == pytest.approx(
         flops / (kernel_ms / 1e3) / 1e9 / run["peak_gflops"])
     assert 0 < run["step"]["fraction_of_peak"] and run["kernels"]["share_of_step"] > 0
-    assert run["pool1"]["as_run"] == "max_pool2d, channels-last (what the step runs)"
+    as_run = ("native 2x2 max pool, channels-last (what the step runs)" if native.library() is not None
+              else "max_pool2d, channels-last (what the step runs: the native kernel is unavailable)")
+    assert run["pool1"]["as_run"] == as_run
     assert run["pool1"]["as_run"] in run["pool1"]["alternatives_ms"]
-    assert len(run["pool1"]["alternatives_ms"]) == 4 and all(v > 0 for v in run["pool1"]["alternatives_ms"].values())
+    assert "max_pool2d, channels-last (PyTorch's kernel)" in run["pool1"]["alternatives_ms"]
+    assert len(run["pool1"]["alternatives_ms"]) == 5 and all(v > 0 for v in run["pool1"]["alternatives_ms"].values())
     md = (tmp_path / "lenet_roofline.md").read_text()
     assert md.startswith("# LeNet-5 training step: the ceiling") and "| features.conv2 | 6x14x14 -> 16x10x10 |" in md
 
@@ -720,6 +726,34 @@ def test_lenet_step_ideas_change_only_what_train_step_is_given(monkeypatch):
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(weights[1], weights[0])
     torch.testing.assert_close(weights[2], weights[0])
+
+
+@pytest.mark.skipif(native.library() is None, reason=f"native kernels unavailable: {native.status()}")
+def test_only_the_native_pool_idea_runs_the_native_kernel(monkeypatch):
+    """Every other row runs PyTorch's max pool kernel, as in the runs before the native one, so
+    that the rows stay comparable; the native row is what classicnets.train runs."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+    from bench_lenet_step import NATIVE_POOL, variants
+
+    from classicnets.models import max_pool
+    from classicnets.train import TrainConfig
+
+    calls = []
+    apply = max_pool._MaxPool2x2.apply
+    monkeypatch.setattr(max_pool._MaxPool2x2, "apply", lambda x: calls.append(1) or apply(x))
+    torch.set_num_threads(1)  # conftest restores
+    cfg = TrainConfig(model="lenet5", dataset="digits", batch_size=4).resolved()
+    batches = [(torch.randn(4, 1, 32, 32), torch.randint(0, 10, (4,)))]
+    used = {}
+    for v in variants([]):
+        if v.bf16 or not v.mkldnn or "unfold" in v.name:
+            continue  # slow here, and in the default layout or another dtype anyway
+        v.build(cfg, batches, 2, 0)
+        calls.clear()
+        v.run()
+        used[v.name] = bool(calls)
+    assert used.pop(NATIVE_POOL) and not any(used.values()), used
 
 
 def test_the_committed_reports_keep_one_blank_line_between_blocks(monkeypatch):

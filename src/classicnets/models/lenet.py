@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import ClassicNet
+from .max_pool import MaxPool2d
 from .registry import register_model
 
 _PAPER = "LeCun, Bottou, Bengio & Haffner 1998, Gradient-based learning applied to document recognition"
@@ -54,7 +55,8 @@ def _check_input(x: torch.Tensor, model: str) -> None:
 # lenet5: the modern simplification
 # --------------------------------------------------------------------------------------------
 
-_POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+# MaxPool2d: nn.MaxPool2d with a native CPU kernel for LeNet-5's 2x2 pools (same results; max_pool.py).
+_POOLS = {"max": MaxPool2d, "avg": nn.AvgPool2d}
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 

@@ -1,0 +1,72 @@
+"""``MaxPool2d``: torch's max pooling layer, with a native CPU kernel where it pays.
+
+A drop-in subclass of :class:`torch.nn.MaxPool2d`: same arguments, same name in a model's
+printout and the same outputs and gradients, bit for bit. For a 2x2 window with stride 2 (no
+padding, dilation or ceil mode) on a channels-last float32 CPU tensor of even height and width,
+the forward and backward run :mod:`classicnets.native`'s kernels; everything else (another
+layout, dtype or device, tracing, ``torch.compile``, ONNX or TorchScript export, a machine where
+the kernels cannot be built) runs ``nn.MaxPool2d``'s own.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from .. import native
+
+_CL = torch.channels_last
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    """2x2, stride 2, channels-last float32: the index of each window's winner (0-3, one byte)
+    is kept for the backward, where torch keeps an int64 index into the whole map."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        out = torch.empty((n, c, h // 2, w // 2), memory_format=_CL)
+        winner = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8, memory_format=_CL)
+        native.library().pool2x2_forward(x.data_ptr(), out.data_ptr(), winner.data_ptr(), n, h, w, c,
+                                         torch.get_num_threads())
+        ctx.save_for_backward(winner)
+        ctx.input_hw = (h, w)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+        (winner,) = ctx.saved_tensors
+        n, c = winner.shape[:2]
+        h, w = ctx.input_hw
+        grad_out = grad_out.contiguous(memory_format=_CL)
+        grad_in = torch.empty((n, c, h, w), memory_format=_CL)
+        native.library().pool2x2_backward(grad_out.data_ptr(), winner.data_ptr(), grad_in.data_ptr(), n, h, w, c,
+                                          torch.get_num_threads())
+        return grad_in
+
+
+def _pair(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` with the native 2x2/stride-2 kernel where it applies (see the module)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._native_shape() and _native_input(x):
+            return _MaxPool2x2.apply(x)
+        return super().forward(x)
+
+    def _native_shape(self) -> bool:
+        return (_pair(self.kernel_size) == (2, 2) and _pair(self.stride) == (2, 2) and _pair(self.padding) == (0, 0)
+                and _pair(self.dilation) == (1, 1) and not self.ceil_mode and not self.return_indices)
+
+
+def _native_input(x: torch.Tensor) -> bool:
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False  # they cannot follow a ctypes call
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.numel() > 0 and x.shape[1] > 1
+            and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and x.is_contiguous(memory_format=_CL)
+            and native.library() is not None)

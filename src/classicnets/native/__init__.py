@@ -1,0 +1,166 @@
+"""Native CPU kernels for the few layers whose PyTorch CPU kernels waste most of their time.
+
+One so far: 2x2 max pooling with stride 2 on channels-last float32 tensors (``pool2x2.c``), the
+pooling LeNet-5 trains with. PyTorch's channels-last max pool vectorises over channels, 8 at a
+time with AVX2; LeNet-5's first pool has 6, so every value goes through its scalar remainder
+loop. At batch 128 that forward took 1.6-2.4 ms of a 10-17 ms training step on the AVX2 machine,
+against 0.19 ms for ours (``benchmarks/results/<machine>/lenet_step_ideas.md`` has the whole
+step). Outputs and gradients are PyTorch's bit for bit (``tests/test_native.py``), so a run
+trains to the same weights either way.
+
+How: the first use in a process compiles ``pool2x2.c`` with the machine's C compiler (``$CC``,
+else ``cc``; about a second) into ``<cache>/native/`` (``$CLASSICNETS_CACHE``, else
+``$XDG_CACHE_HOME/classicnets``, else ``~/.cache/classicnets``), named by a hash of the source,
+the compiler's version and the flags, and loads it with :mod:`ctypes`. Later processes load the
+file they find. With OpenMP the library asks for ``libgomp.so.1``, the name torch's own OpenMP
+runtime already holds in the process, so its threads are torch's threads (one pool of them, no
+oversubscription); where torch ships no libgomp it is built without OpenMP and runs on one thread.
+
+Where it cannot run (no C compiler, a CPU without AVX2, a failed build, or
+``CLASSICNETS_NATIVE=0`` in the environment), :func:`library` returns None, :func:`status` says
+why, and the layers run PyTorch's kernels: slower, with the same results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("pool2x2.c")
+ABI_VERSION = 1  # pool2x2_abi_version() in the source: a library that answers otherwise is rebuilt
+_FLAGS = ["-O3", "-mavx2", "-fPIC", "-shared", "-std=c11"]
+
+
+def _torch_libgomp() -> Path | None:
+    """torch's own OpenMP runtime, if it ships libgomp (Linux wheels do)."""
+    path = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
+    return path if path.exists() and "OpenMP" in torch.__config__.parallel_info() else None
+
+
+def _cache_dir() -> Path:
+    from ..data.datasets import cache_root
+
+    return cache_root() / "native"
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def _flags() -> list[str]:
+    return _FLAGS + (["-fopenmp"] if _torch_libgomp() else [])
+
+
+def _library_name(compiler: str) -> str:
+    """The file name: a hash of what decides the library's bytes (source, compiler, flags, machine)."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    for part in (version, " ".join(_flags()), platform.machine()):
+        digest.update(part.encode())
+    return f"pool2x2-{digest.hexdigest()[:16]}.so"
+
+
+class BuildError(Exception):
+    """The compiler refused the source (its message says why)."""
+
+
+def _build(compiler: str, target: Path) -> None:
+    """Compile into a temporary file beside ``target``, then rename: a reader never sees half a
+    library, and two processes building at once each rename a whole one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *_flags(), str(SOURCE), "-o", tmp], capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            raise BuildError(f"{compiler} failed on {SOURCE.name}: {(done.stderr or done.stdout).strip()[-500:]}")
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(path))
+    if lib.pool2x2_abi_version() != ABI_VERSION:
+        raise OSError(f"{path} is another version of the kernels")
+    c_ptr, c_i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.pool2x2_forward.argtypes = [c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int]
+    lib.pool2x2_forward.restype = None
+    lib.pool2x2_backward.argtypes = [c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int]
+    lib.pool2x2_backward.restype = None
+    return lib
+
+
+def _why_not() -> str | None:
+    """Why the kernels cannot be built here, before trying (None: they can)."""
+    if os.environ.get("CLASSICNETS_NATIVE", "1") == "0":
+        return "turned off by CLASSICNETS_NATIVE=0"
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return f"the kernels are written for x86-64 with AVX2, not {platform.machine()}"
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return f"this CPU has no AVX2 (torch reports {torch.backends.cpu.get_cpu_capability()})"
+    if _compiler() is None:
+        return "no C compiler (cc, gcc or clang; or set $CC)"
+    return None
+
+
+@functools.cache
+def _loaded() -> tuple[ctypes.CDLL | None, str]:
+    reason = _why_not()
+    if reason:
+        return None, reason
+    compiler = _compiler()
+    try:
+        path = _cache_dir() / _library_name(compiler)
+        if path.exists():
+            try:
+                return _load(path), f"native ({path})"
+            except OSError:  # a damaged or foreign file under our name: build it again
+                pass
+        try:
+            _build(compiler, path)
+        except OSError as exc:  # a cache folder we cannot write: build for this process alone
+            with tempfile.TemporaryDirectory(prefix="classicnets-native-") as tmp:
+                _build(compiler, Path(tmp) / path.name)
+                lib = _load(Path(tmp) / path.name)  # the mapping outlives the file
+            return lib, f"native (built for this process only: {path.parent} is not writable: {exc})"
+        return _load(path), f"native ({path})"
+    except (BuildError, OSError, subprocess.SubprocessError) as exc:
+        return None, f"the build failed, so PyTorch's kernels run: {exc}"
+
+
+_turned_off = False
+
+
+@contextlib.contextmanager
+def turned_off():
+    """PyTorch's kernels inside the block, in this thread and every other: for side-by-side
+    timings (``benchmarks/bench_lenet_step.py``)."""
+    global _turned_off
+    before, _turned_off = _turned_off, True
+    try:
+        yield
+    finally:
+        _turned_off = before
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, built on first use; None where they cannot run here (see :func:`status`)
+    or inside :func:`turned_off`."""
+    return None if _turned_off else _loaded()[0]
+
+
+def status() -> str:
+    """'native (PATH)', or why PyTorch's kernels run instead."""
+    return _loaded()[1]
