@@ -185,6 +185,19 @@ def recipe_evidence(machine: str | None = None) -> str:
             f"{result_md(path)})")
 
 
+def batch_evidence(machine: str | None = None) -> str:
+    """The larger-batch row, from ``lenet_fashion_batch.json`` (``bench_lenet_fashion_recipe.py
+    --study batch``)."""
+    path = result_path("lenet_fashion_batch", machine)
+    r = _load(path)
+    if r is None:
+        return "`benchmarks/bench_lenet_fashion_recipe.py --study batch` (not measured yet)"
+    parts = [f"{name}: {v['seeds_reaching_target']} of {v['seeds']} seeds past {100 * r['target']:.0f}% "
+             f"({100 * v['final_accuracy_min']:.1f}-{100 * v['final_accuracy_max']:.1f}%), "
+             f"{v['median_epoch_seconds']:.1f} s an epoch" for name, v in r["variants"].items()]
+    return f"{'; '.join(parts)} ({r['machine']['cpu']}{isa(r['machine'])}, {r['threads']} threads; {result_md(path)})"
+
+
 def roofline_evidence(machine: str | None = None) -> str:
     """What LeNet-5's own layers allow, from ``lenet_roofline.json`` (``bench_lenet_roofline.py``
     times each convolution and linear kernel alone at the step's shapes)."""

@@ -144,6 +144,28 @@ def test_recipe_bench_counts_the_first_epoch_at_the_target(monkeypatch):
     assert s["median_epoch_seconds"] == 6.0
     runs[0]["reached"] = None
     assert summarise(runs, 0.90)["median_seconds_to_target"] is None
+    # A seed whose loss diverged (the worker's TrainingError) never gets there, at 0% accuracy.
+    runs.append({"curve": [], "diverged": "the loss became non-finite", "reached": None})
+    s = summarise(runs, 0.90)
+    assert (s["seeds_diverged"], s["seeds"], s["final_accuracy_min"]) == (1, 4, 0.0)
+
+
+def test_recipe_bench_batch_study_shares_all_but_batch_size_epochs_and_lr(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_lenet_fashion_recipe import BATCH_VARIANTS, STUDIES, to_markdown
+
+    assert STUDIES["batch"] == (BATCH_VARIANTS, "lenet_fashion_batch")
+    assert all(set(v) == {"batch_size", "epochs", "lr", "augment", "label_smoothing"} for v in BATCH_VARIANTS.values())
+    assert {(v["augment"], v["label_smoothing"]) for v in BATCH_VARIANTS.values()} == {("none", 0.1)}
+    results = {"machine": {"cpu": "x", "cores_available": 2, "torch": "t"}, "quick": False, "dataset": "fashion-mnist",
+               "target": 0.9, "seeds": [0], "threads": 2, "seconds": 60, "common": {"model": "lenet5"},
+               "variants": {"batch 256": {"seeds_reaching_target": 0, "seeds": 1, "seeds_diverged": 1,
+                                          "final_accuracy_min": 0.0, "final_accuracy_median": 0.0,
+                                          "final_accuracy_max": 0.0, "median_seconds_to_target": None,
+                                          "median_epoch_seconds": float("nan"),
+                                          "runs": [{"seed": 0, "curve": [], "diverged": "non-finite"}]}}}
+    md = to_markdown(results)
+    assert "| batch 256 | 0 of 1 (1 diverged) |" in md and "| batch 256 | 0 | diverged: non-finite |" in md
 
 
 @pytest.mark.slow
