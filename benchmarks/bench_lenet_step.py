@@ -390,11 +390,12 @@ NOTES = """
   NaN; that costs LeNet-5 little (its tensors are few) but ResNet-20 about 6% (bf16, channels-last:
   906-929 img/s with it, 964-990 without, separate runs of `classicnets.train`), so
   `classicnets.train` keeps the deterministic algorithms and turns the fill off.
-* bf16 autocast on top of everything kept: 1.06x at batch 64 and 1.11x at batch 128 in this
-  run (0.87x at batch 64 before, with the textbook layer order). Test accuracy held on 3 seeds
-  (Fashion-MNIST recipe: 90.62, 90.23, 90.78% against 90.43, 90.61, 90.88% in fp32; digits
-  98.9, 98.5, 98.3% against 98.6, 98.8, 98.4%). Not the default yet: the gain is within this
-  machine's run-to-run noise, and switching `precision="auto"` for LeNet-5 would change the
+* bf16 autocast on top of everything kept, on the AVX-512 machine with native bf16 (2026-12-06):
+  1.06x at batch 64 and 1.11x at batch 128 (0.87x at batch 64 before, with the textbook layer
+  order); on a CPU without native bf16 it is emulated, far slower (its row in such a run).
+  Test accuracy held on 3 seeds (Fashion-MNIST recipe: 90.62, 90.23, 90.78% against 90.43,
+  90.61, 90.88% in fp32; digits 98.9, 98.5, 98.3% against 98.6, 98.8, 98.4%). Not the default
+  yet: the gain is within that machine's run-to-run noise, and switching `precision="auto"` for LeNet-5 would change the
   recorded experiments that train it. `--precision bf16` turns it on.
 * conv1 + conv2 forward+backward alone (1 thread, batch 64): mkldnn 1,273 + 1,977 us; THNN
   (mkldnn off) 3,167 + 3,964; unfold+matmul 7,120 + 8,757. mkldnn stays.
