@@ -110,7 +110,7 @@ def run(args) -> dict:
     # What every variant shares (a setting some variant sets is in the variants' names instead).
     common = {k: v for k, v in COMMON.items() if not any(k in settings for settings in variants.values())}
     first, *others = variants.values()
-    common.update({k: v for k, v in first.items() if k != "train_limit" and all(o.get(k) == v for o in others)})
+    common.update({k: v for k, v in first.items() if all(o.get(k) == v for o in others)})
     results = {"machine": machine_info(), "quick": args.quick, "study": args.study, "dataset": dataset,
                "target": target, "seeds": list(args.seeds), "threads": args.threads, "common": common, "variants": {}}
     start = time.perf_counter()
@@ -122,12 +122,11 @@ def run(args) -> dict:
             r = run_worker(settings)
             r.update(seed=seed, reached=reached(r["curve"], target))
             runs[name].append(r)
-            if not args.quiet and "diverged" in r:
-                print(f"seed {seed}, {name}: {r['diverged']}", flush=True)
-            elif not args.quiet:
-                last = r["curve"][-1]
-                print(f"seed {seed}, {name}: {100 * last['test_accuracy']:.2f}% after {last['train_seconds']:.1f} s, "
-                      f"target reached: {r['reached']}", flush=True)
+            if not args.quiet:
+                last = r["curve"][-1] if r["curve"] else None
+                print(f"seed {seed}, {name}: " + (r["diverged"] if last is None else
+                      f"{100 * last['test_accuracy']:.2f}% after {last['train_seconds']:.1f} s, "
+                      f"target reached: {r['reached']}"), flush=True)
     for name, settings in variants.items():
         rs = sorted(runs[name], key=lambda r: r["seed"])
         results["variants"][name] = {"settings": settings, "runs": rs, **summarise(rs, target)}

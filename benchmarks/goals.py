@@ -177,12 +177,17 @@ def recipe_evidence(machine: str | None = None) -> str:
     parts = []
     for name, v in r["variants"].items():
         secs = v["median_seconds_to_target"]
-        lo, hi = 100 * v["final_accuracy_min"], 100 * v["final_accuracy_max"]
-        parts.append(f"{name}: {v['seeds_reaching_target']} of {v['seeds']} seeds past {100 * r['target']:.0f}% "
-                     f"({lo:.1f}-{hi:.1f}%), "
+        parts.append(f"{name}: {_seeds_past(v, r['target'])}, "
                      + (f"median {secs:.1f} s" if secs is not None else "median seed short of it"))
     return (f"{'; '.join(parts)} ({r['machine']['cpu']}{isa(r['machine'])}, {r['threads']} threads; "
             f"{result_md(path)})")
+
+
+def _seeds_past(variant: dict, target: float) -> str:
+    """A recipe-study variant's seeds: how many passed the target, and the final accuracies' range."""
+    lo, hi = 100 * variant["final_accuracy_min"], 100 * variant["final_accuracy_max"]
+    return (f"{variant['seeds_reaching_target']} of {variant['seeds']} seeds past {100 * target:.0f}% "
+            f"({lo:.1f}-{hi:.1f}%)")
 
 
 def batch_evidence(machine: str | None = None) -> str:
@@ -192,9 +197,8 @@ def batch_evidence(machine: str | None = None) -> str:
     r = _load(path)
     if r is None:
         return "`benchmarks/bench_lenet_fashion_recipe.py --study batch` (not measured yet)"
-    parts = [f"{name}: {v['seeds_reaching_target']} of {v['seeds']} seeds past {100 * r['target']:.0f}% "
-             f"({100 * v['final_accuracy_min']:.1f}-{100 * v['final_accuracy_max']:.1f}%), "
-             f"{v['median_epoch_seconds']:.1f} s an epoch" for name, v in r["variants"].items()]
+    parts = [f"{name}: {_seeds_past(v, r['target'])}, {v['median_epoch_seconds']:.1f} s an epoch"
+             for name, v in r["variants"].items()]
     return f"{'; '.join(parts)} ({r['machine']['cpu']}{isa(r['machine'])}, {r['threads']} threads; {result_md(path)})"
 
 
@@ -256,16 +260,21 @@ LATE_STEP_IDEAS = {"all kept ideas + conv2's input gradient in the default layou
                    "first max pool as four stride-2 convolutions and their maximum"}
 
 
+def _step_idea_runs(ideas, machine: str | None) -> tuple:
+    """(path, results, runs) of the ``lenet_step_ideas`` file that measured any of ``ideas``:
+    ``machine``'s where it did, else the first machine's that did; runs are those with them."""
+    def having(r: dict) -> list[dict]:
+        return [run for run in r["runs"] if any(i["idea"] in ideas for i in run["ideas"])]
+    files = ((p, _load(p)) for p in sorted(result_paths("lenet_step_ideas"), key=lambda p: p.parent.name != machine))
+    return next(((p, r, having(r)) for p, r in files if having(r)), (None, None, []))
+
+
 def step_ideas_evidence(machine: str | None = None) -> str:
     """The late step ideas' row: each against everything kept, in the same rounds, per batch; from
     ``machine``'s results where they have these ideas, else from the first machine's that do."""
-    def late(r: dict) -> list[dict]:
-        return [run for run in r["runs"] if any(i["idea"] in LATE_STEP_IDEAS for i in run["ideas"])]
-    files = ((p, _load(p)) for p in sorted(result_paths("lenet_step_ideas"), key=lambda p: p.parent.name != machine))
-    path, r = next(((p, r) for p, r in files if late(r)), (None, None))
+    path, r, runs = _step_idea_runs(LATE_STEP_IDEAS, machine)
     if r is None:
         return "`benchmarks/bench_lenet_step.py` (not measured yet)"
-    runs = late(r)
     parts = []
     for name, words in LATE_STEP_IDEAS.items():
         ratios = []
@@ -283,14 +292,11 @@ NATIVE_POOL = "all kept ideas + the native 2x2 max pool"  # bench_lenet_step.py'
 def native_pool_evidence(machine: str | None = None) -> str:
     """The native max pool's row: the whole step with it against everything else kept (PyTorch's
     kernel), in the same rounds, per batch; from ``machine``'s results where they have that row."""
-    def native(r: dict) -> list[dict]:
-        return [run for run in r["runs"] if any(i["idea"] == NATIVE_POOL for i in run["ideas"])]
-    files = ((p, _load(p)) for p in sorted(result_paths("lenet_step_ideas"), key=lambda p: p.parent.name != machine))
-    path, r = next(((p, r) for p, r in files if native(r)), (None, None))
+    path, r, runs = _step_idea_runs({NATIVE_POOL}, machine)
     if r is None:
         return "`benchmarks/bench_lenet_step.py` (not measured yet)"
     ratios = []
-    for run in native(r):
+    for run in runs:
         after = {i["idea"]: i["after"] for i in run["ideas"]}
         ratios.append(f"{after[NATIVE_POOL] / after[ALL_KEPT]:.2f}x at batch {run['batch_size']} "
                       f"({after[NATIVE_POOL]:,.0f} against {after[ALL_KEPT]:,.0f} img/s)")

@@ -758,12 +758,10 @@ def test_only_the_native_pool_idea_runs_the_native_kernel(monkeypatch):
     import torch
     from bench_lenet_step import NATIVE_POOL, variants
 
-    from classicnets.models import max_pool
     from classicnets.train import TrainConfig
+    from test_native import native_calls
 
-    calls = []
-    apply = max_pool._MaxPool2x2.apply
-    monkeypatch.setattr(max_pool._MaxPool2x2, "apply", lambda x: calls.append(1) or apply(x))
+    calls = native_calls(monkeypatch)
     torch.set_num_threads(1)  # conftest restores
     cfg = TrainConfig(model="lenet5", dataset="digits", batch_size=4).resolved()
     batches = [(torch.randn(4, 1, 32, 32), torch.randint(0, 10, (4,)))]
