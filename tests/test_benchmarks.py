@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from classicnets import native
+from classicnets.device import cpu_has_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -618,8 +619,10 @@ def test_bench_cuda_quick_runs_every_contender_in_its_own_process(tmp_path):
     c = r["contenders"]
     assert list(c) == ["classicnets", "classicnets, fp32", "classicnets, contiguous",
                        "classicnets, nondeterministic", "tutorial"]
-    assert c["classicnets"]["settings"] == {"precision": "fp32", "channels_last": True, "deterministic": True,
-                                            "compile": False}  # fp32: a CPU without a GPU's autocast default
+    # On a CPU, "auto" precision is bf16 where it is native (ResNet-56 has the work for it), else fp32.
+    auto = "bf16" if cpu_has_bf16() else "fp32"
+    assert c["classicnets"]["settings"] == {"precision": auto, "channels_last": True, "deterministic": True,
+                                            "compile": False}
     assert c["classicnets, contiguous"]["settings"]["channels_last"] is False
     assert c["classicnets, nondeterministic"]["settings"]["deterministic"] is False
     assert c["tutorial"]["settings"]["channels_last"] is False

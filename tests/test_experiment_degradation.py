@@ -69,12 +69,15 @@ def test_each_seed_and_the_final_training_pass_are_reported(tiny):
     from classicnets.data.datasets import load_dataset
     from classicnets.data.pipeline import make_loader
     from classicnets.data.sources import head
+    from classicnets.device import autocast_dtype
     from classicnets.evaluate import evaluate_model
 
     model, meta = build_from_checkpoint(root / "runs" / "resnet32-s1")
     loader = make_loader(head(load_dataset("digits", "train"), 128), 256, mean=meta["mean"], std=meta["std"],
                          size=(32, 32))
-    ev = evaluate_model(model, loader, 10)
+    # at the precision the run evaluated in ("auto": bf16 on a CPU with native bf16, else fp32)
+    amp = autocast_dtype(doc["settings"]["precision"], torch.device("cpu"), "resnet32")
+    ev = evaluate_model(model, loader, 10, amp_dtype=amp)
     assert results["per_seed"]["resnet32"][1]["train_error"] == pytest.approx(1 - ev["accuracy"])
     table = doc["tables"][0]
     assert "by seed" in table["headers"] and "running training error (%)" in table["headers"]
