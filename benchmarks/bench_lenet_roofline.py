@@ -39,6 +39,7 @@ from torch import nn
 from classicnets import create_model, native
 from classicnets.device import autocast_dtype
 from classicnets.memory import keep_freed_memory
+from classicnets.models.conv import Conv2d, gray_forward, gray_weight_grads
 from classicnets.models.max_pool import MaxPool2d
 from classicnets.report import machine_info
 from classicnets.train import TrainConfig, make_optimizer, train_step
@@ -78,6 +79,14 @@ def layer_kernels(layer: nn.Module, in_shape: tuple[int, ...], needs_input_grad:
             return torch.ops.aten.convolution_backward(grad, x, w, [c_out], list(layer.stride), list(layer.padding),
                                                 list(layer.dilation), False, [0, 0], layer.groups, mask)
         shape = f"{in_shape[1]}x{in_shape[2]}x{in_shape[3]} -> {c_out}x{h}x{wd}"
+        if not needs_input_grad and isinstance(layer, Conv2d) and layer.native_for(x):
+            # the step runs classicnets.native's kernel for this layer: time that one
+            def forward():
+                return gray_forward(x, w, b)
+
+            def backward():
+                return None, *gray_weight_grads(x, grad, w.shape, True)
+            shape += " (native kernel)"
     else:
         x = torch.randn(in_shape)
         grad = torch.randn(in_shape[0], layer.out_features)
@@ -146,7 +155,7 @@ def native_pool_relu(x):
 
 _NATIVE_POOL = MaxPool2d(2)
 # The pooling alternative the training step uses: the native kernel, unless it cannot be built here.
-AS_RUN = ("native 2x2 max pool, channels-last (what the step runs)" if native.library() is not None
+AS_RUN = ("native 2x2 max pool, channels-last (what the step runs)" if native.library("pool") is not None
           else "max_pool2d, channels-last (what the step runs: the native kernel is unavailable)")
 
 

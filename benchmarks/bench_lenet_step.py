@@ -204,7 +204,7 @@ class Variant:
     compile_mode: str | None = None
     fill_memory: bool = True  # deterministic mode's NaN fill of new tensors
     bf16: bool = False  # train_step's amp_dtype: bf16 autocast
-    native_pool: bool = False  # lenet5's MaxPool2d with classicnets.native's kernel (else PyTorch's)
+    native: tuple[str, ...] = ()  # classicnets.native's kernels on (of native.KERNELS; the rest PyTorch's)
     exact: bool = True  # same math as the reference (bit-for-bit forward, same gradient rule)
     note: str = ""
     state: dict = field(default_factory=dict)
@@ -229,9 +229,10 @@ class Variant:
     def run(self) -> tuple[int, float]:
         s = self.state
         mkl = contextlib.nullcontext() if self.mkldnn else torch.backends.mkldnn.flags(enabled=False)
-        pools = contextlib.nullcontext() if self.native_pool else native.turned_off()
+        off = [kernel for kernel in native.KERNELS if kernel not in self.native]
+        kernels = native.turned_off(*off) if off else contextlib.nullcontext()
         torch.utils.deterministic.fill_uninitialized_memory = self.fill_memory
-        with mkl, pools:
+        with mkl, kernels:
             seen, seconds, s["step"] = timed_epoch(s["model"], s["opt"], s["batches"], s["lr_at"], s["step"],
                                                    label_smoothing=s["cfg"].label_smoothing,
                                                    amp_dtype=torch.bfloat16 if self.bf16 else None,
@@ -240,6 +241,7 @@ class Variant:
 
 
 NATIVE_POOL = "all kept ideas + the native 2x2 max pool"
+NATIVE_CONV = "all kept ideas + the native max pool and one-channel convolution"
 
 
 def variants(compile_modes: list[str]) -> list[Variant]:
@@ -268,9 +270,12 @@ def variants(compile_modes: list[str]) -> list[Variant]:
                 item_check=False, fill_memory=False, exact=False,
                 note="with PyTorch's max pool kernel, as every row above"),
         Variant(NATIVE_POOL, model=pool_first_model, channels_last=True, fused=True, item_check=False,
-                fill_memory=False, native_pool=True, exact=False,
-                note="what classicnets.train runs; max_pool2d's outputs and gradients bit for bit; compare with "
-                     "'all kept ideas together'"),
+                fill_memory=False, native=("pool",), exact=False,
+                note="max_pool2d's outputs and gradients bit for bit; compare with 'all kept ideas together'"),
+        Variant(NATIVE_CONV, model=pool_first_model, channels_last=True, fused=True, item_check=False,
+                fill_memory=False, native=("pool", "conv"), exact=False,
+                note="what classicnets.train runs; conv1 (one-channel images) agrees with oneDNN to rounding; "
+                     "compare with the native pool's row"),
         Variant("all kept ideas + bf16 autocast", model=pool_first_model, channels_last=True, fused=True,
                 item_check=False, fill_memory=False, bf16=True, exact=False,
                 note="bfloat16 convolutions and linear layers; compare with the row above"),
@@ -361,6 +366,8 @@ KEPT = {
                                   "deterministic)",
     "all kept ideas together": "-",
     NATIVE_POOL: "**yes**: `lenet5`'s `MaxPool2d` runs `classicnets.native`'s kernel on CPU (channels-last float32)",
+    NATIVE_CONV: "**yes**: `lenet5`'s first `Conv2d` runs `classicnets.native`'s kernel on CPU (one-channel "
+                 "float32 images, channels-last)",
     "all kept ideas + bf16 autocast": "no: LeNet-5 stays fp32 (see the notes)",
     "all kept ideas + conv2's input gradient in the default layout": "no: inside the noise against everything kept "
                                                                      "(compare the rows), one more autograd function",
@@ -382,7 +389,13 @@ NOTES = """
 * The native 2x2 max pool (`classicnets.native`, C with AVX2 intrinsics, compiled on first
   use) exists because PyTorch's channels-last max pool vectorises over channels, 8 at a time, and
   LeNet-5's first pool has 6: every value went through its scalar remainder. Every row but
-  its own runs PyTorch's kernel, so the rows stay comparable with earlier runs.
+  the two native rows runs PyTorch's kernels, so the rows stay comparable with earlier runs.
+* The native one-channel convolution (`conv_gray.c`) runs LeNet-5's conv1 forward and its
+  weight and bias gradients (the image needs no gradient). oneDNN vectorises that layer over its
+  6 output channels, 6 of 8 lanes; the native kernel fills a register with 8 consecutive outputs
+  of one row (positions x channels), spreads the input with one lane permutation per register
+  and tap, and transposes the output gradient once per row for the weight gradient. Its sums run
+  in another order: values agree with PyTorch's to float32 rounding, not bit for bit.
 * Max pooling before the ReLU (the order `lenet5` now builds) is the same function with the
   same gradients. It pays only with channels-last tensors, whose max pool is the slower one
   here: compare its channels_last row with the plain channels_last row.

@@ -286,22 +286,23 @@ def step_ideas_evidence(machine: str | None = None) -> str:
             f"({r['machine']['cpu']}{isa(r['machine'])}; {result_md(path)})")
 
 
-NATIVE_POOL = "all kept ideas + the native 2x2 max pool"  # bench_lenet_step.py's row
+NATIVE_POOL = "all kept ideas + the native 2x2 max pool"  # bench_lenet_step.py's rows
+NATIVE_CONV = "all kept ideas + the native max pool and one-channel convolution"
 
 
-def native_pool_evidence(machine: str | None = None) -> str:
-    """The native max pool's row: the whole step with it against everything else kept (PyTorch's
-    kernel), in the same rounds, per batch; from ``machine``'s results where they have that row."""
-    path, r, runs = _step_idea_runs({NATIVE_POOL}, machine)
+def native_kernel_evidence(row: str, baseline: str, machine: str | None = None) -> str:
+    """A native kernel's row: the whole step with it (``row``) against ``baseline`` (the same without
+    it), in the same rounds, per batch; from ``machine``'s results where they have that row."""
+    path, r, runs = _step_idea_runs({row}, machine)
     if r is None:
         return "`benchmarks/bench_lenet_step.py` (not measured yet)"
     ratios = []
     for run in runs:
         after = {i["idea"]: i["after"] for i in run["ideas"]}
-        ratios.append(f"{after[NATIVE_POOL] / after[ALL_KEPT]:.2f}x at batch {run['batch_size']} "
-                      f"({after[NATIVE_POOL]:,.0f} against {after[ALL_KEPT]:,.0f} img/s)")
-    return (f"the whole LeNet-5 step against everything else kept, in the same rounds: {', '.join(ratios)} "
-            f"({r['machine']['cpu']}{isa(r['machine'])}; {result_md(path)})")
+        ratios.append(f"{after[row] / after[baseline]:.2f}x at batch {run['batch_size']} "
+                      f"({after[row]:,.0f} against {after[baseline]:,.0f} img/s)")
+    return (f"the whole LeNet-5 step against {'everything else kept' if baseline == ALL_KEPT else 'without it'}, "
+            f"in the same rounds: {', '.join(ratios)} ({r['machine']['cpu']}{isa(r['machine'])}; {result_md(path)})")
 
 
 def per_core_evidence(machine: str | None = None) -> str:

@@ -7,12 +7,15 @@ import statistics
 
 from common import isa, machine_name, result_md, result_path
 from goals import (
+    ALL_KEPT,
+    NATIVE_CONV,
+    NATIVE_POOL,
     batch_evidence,
     cuda_evidence,
     evaluate_goals,
     format_goal,
     malloc_evidence,
-    native_pool_evidence,
+    native_kernel_evidence,
     per_core_evidence,
     pooling_evidence,
     preload_evidence,
@@ -354,7 +357,11 @@ def decisions_section(results: dict, machine: str | None = None) -> list[str]:
         ("LeNet-5's 2x2 max pools as a native kernel (`classicnets.native`: C with AVX2, compiled on first use; "
          "`max_pool2d`'s outputs and gradients bit for bit)",
          "**kept** (CPU, channels-last float32; PyTorch's kernel elsewhere, or without a C compiler)",
-         native_pool_evidence(machine)),
+         native_kernel_evidence(NATIVE_POOL, ALL_KEPT, machine)),
+        ("LeNet-5's first convolution (one-channel images) as a native kernel (`classicnets.native`: forward and "
+         "weight gradient; agrees with oneDNN to float32 rounding)",
+         "**kept** (CPU, channels-last float32, an image that needs no gradient; PyTorch's kernel elsewhere)",
+         native_kernel_evidence(NATIVE_CONV, NATIVE_POOL, machine)),
         ("LeNet-5's first max pool + ReLU another way: default layout, strided maxima with a hand-written "
          "backward, `torch.compile`", "not kept", pooling_evidence(machine)),
         ("LeNet-5: conv2's input gradient in the default layout (the rest channels-last); conv1 and the first "

@@ -56,7 +56,8 @@ def test_bench_lenet_step_quick_writes_the_idea_table(tmp_path):
     (run,) = results["runs"]
     assert run["ideas"][0]["ratio"] == pytest.approx(1.0)
     assert all(i["after"] > 0 for i in run["ideas"])
-    assert "all kept ideas + the native 2x2 max pool" in [i["idea"] for i in run["ideas"]]
+    assert {"all kept ideas + the native 2x2 max pool",
+            "all kept ideas + the native max pool and one-channel convolution"} <= {i["idea"] for i in run["ideas"]}
     md = (tmp_path / "lenet_step_ideas.md").read_text()
     assert "| idea | img/s before | img/s after | ratio |" in md
 
@@ -505,7 +506,7 @@ def test_bench_lenet_roofline_quick_writes_the_layer_table(tmp_path):
     assert run["kernels"]["ceiling_fraction_of_peak"] == pytest.approx(
         flops / (kernel_ms / 1e3) / 1e9 / run["peak_gflops"])
     assert 0 < run["step"]["fraction_of_peak"] and run["kernels"]["share_of_step"] > 0
-    as_run = ("native 2x2 max pool, channels-last (what the step runs)" if native.library() is not None
+    as_run = ("native 2x2 max pool, channels-last (what the step runs)" if native.library("pool") is not None
               else "max_pool2d, channels-last (what the step runs: the native kernel is unavailable)")
     assert run["pool1"]["as_run"] == as_run
     assert run["pool1"]["as_run"] in run["pool1"]["alternatives_ms"]
@@ -529,6 +530,8 @@ def test_roofline_times_the_kernels_autograd_runs(monkeypatch):
     assert [shape for _, _, shape in layers] == [(4, 1, 32, 32), (4, 6, 14, 14), (4, 400), (4, 120), (4, 84)]
     for i, (name, layer, shape) in enumerate(layers):
         k = layer_kernels(layer, shape, needs_input_grad=i > 0)
+        # conv1 as the step runs it: classicnets.native's kernel where it can be built
+        assert k["shape"].endswith("(native kernel)") == (i == 0 and native.library("conv") is not None), name
         x = k["input"].clone().requires_grad_(i > 0)
         out = layer(x)
         torch.testing.assert_close(k["kernels"]["forward"](), out.detach(), msg=name)
@@ -753,18 +756,20 @@ def test_lenet_step_ideas_change_only_what_train_step_is_given(monkeypatch):
     torch.testing.assert_close(weights[2], weights[0])
 
 
-@pytest.mark.skipif(native.library() is None, reason=f"native kernels unavailable: {native.status()}")
-def test_only_the_native_pool_idea_runs_the_native_kernel(monkeypatch):
-    """Every other row runs PyTorch's max pool kernel, as in the runs before the native one, so
-    that the rows stay comparable; the native row is what classicnets.train runs."""
+@pytest.mark.skipif(native.library("conv") is None, reason=f"native kernels unavailable: {native.status()}")
+def test_only_the_native_rows_run_the_native_kernels(monkeypatch):
+    """Every other row runs PyTorch's kernels, as in the runs before the native ones, so that the
+    rows stay comparable; the native pool's row adds the pool, the last native row (what
+    classicnets.train runs) the convolution too."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import torch
-    from bench_lenet_step import NATIVE_POOL, variants
+    from bench_lenet_step import NATIVE_CONV, NATIVE_POOL, variants
 
     from classicnets.train import TrainConfig
     from test_native import native_calls
+    from test_native_conv import conv_calls
 
-    calls = native_calls(monkeypatch)
+    pools, convs = native_calls(monkeypatch), conv_calls(monkeypatch)
     torch.set_num_threads(1)  # conftest restores
     cfg = TrainConfig(model="lenet5", dataset="digits", batch_size=4).resolved()
     batches = [(torch.randn(4, 1, 32, 32), torch.randint(0, 10, (4,)))]
@@ -773,10 +778,12 @@ def test_only_the_native_pool_idea_runs_the_native_kernel(monkeypatch):
         if v.bf16 or not v.mkldnn or "unfold" in v.name:
             continue  # slow here, and in the default layout or another dtype anyway
         v.build(cfg, batches, 2, 0)
-        calls.clear()
+        pools.clear()
+        convs.clear()
         v.run()
-        used[v.name] = bool(calls)
-    assert used.pop(NATIVE_POOL) and not any(used.values()), used
+        used[v.name] = (bool(pools), bool(convs))
+    assert used.pop(NATIVE_POOL) == (True, False) and used.pop(NATIVE_CONV) == (True, True), used
+    assert not any(any(kernels) for kernels in used.values()), used
 
 
 def test_the_committed_reports_keep_one_blank_line_between_blocks(monkeypatch):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import ClassicNet
+from .conv import Conv2d
 from .max_pool import MaxPool2d
 from .registry import register_model
 
@@ -91,7 +92,8 @@ class LeNet5(ClassicNet):
             return layers[::-1] if (pool, activation) == ("max", "relu") else layers  # see the docstring
 
         self.features = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(in_channels, 6, 5)),  # C1: 32 -> 28
+            # Conv2d: nn.Conv2d with a native CPU kernel for one-channel images (conv.py).
+            ("conv1", Conv2d(in_channels, 6, 5)),     # C1: 32 -> 28
             *block(1),                               # S2: 28 -> 14
             ("conv2", nn.Conv2d(6, 16, 5)),           # C3 (fully connected here): 14 -> 10
             *block(2),                               # S4: 10 -> 5

@@ -1,16 +1,21 @@
 """Native CPU kernels for the few layers whose PyTorch CPU kernels waste most of their time.
 
-One so far: 2x2 max pooling with stride 2 on channels-last float32 tensors (``pool2x2.c``), the
-pooling LeNet-5 trains with. PyTorch's channels-last max pool vectorises over channels, 8 at a
-time with AVX2; LeNet-5's first pool has 6, so every value goes through its scalar remainder
-loop. At batch 128 that forward took 1.6-2.4 ms of a 10-17 ms training step on the AVX2 machine,
-against 0.19 ms for ours (``benchmarks/results/<machine>/lenet_step_ideas.md`` has the whole
-step). Outputs and gradients are PyTorch's bit for bit (``tests/test_native.py``), so a run
-trains to the same weights either way.
+Two so far, both for LeNet-5's first layers, where PyTorch's kernels leave most of an 8-lane AVX2
+register idle because the layer has 6 channels (``benchmarks/results/<machine>/lenet_step_ideas.md``
+has the whole step with and without each):
 
-How: the first use in a process compiles ``pool2x2.c`` with the machine's C compiler (``$CC``,
-else ``cc``; about a second) into ``<cache>/native/`` (``$CLASSICNETS_CACHE``, else
-``$XDG_CACHE_HOME/classicnets``, else ``~/.cache/classicnets``), named by a hash of the source,
+* ``pool2x2.c``: 2x2 max pooling with stride 2 on channels-last float32 tensors. PyTorch's
+  channels-last max pool vectorises over channels, 8 at a time; with 6, every value goes through
+  its scalar remainder loop. Outputs and gradients are PyTorch's bit for bit, so a run trains to
+  the same weights either way.
+* ``conv_gray.c``: a convolution over one-channel images (stride 1, no padding), forward and the
+  weight and bias gradients, with its output channels-last. It sums in another order than
+  oneDNN, so it agrees with PyTorch to rounding (``tests/test_native.py`` bounds the difference
+  against float64), not bit for bit.
+
+How: the first use in a process compiles the sources with the machine's C compiler (``$CC``,
+else ``cc``; about a second) into one library in ``<cache>/native/`` (``$CLASSICNETS_CACHE``, else
+``$XDG_CACHE_HOME/classicnets``, else ``~/.cache/classicnets``), named by a hash of the sources,
 the compiler's version and the flags, and loads it with :mod:`ctypes`. Later processes load the
 file they find. With OpenMP the library asks for ``libgomp.so.1``, the name torch's own OpenMP
 runtime already holds in the process, so its threads are torch's threads (one pool of them, no
@@ -18,8 +23,10 @@ oversubscription); where torch ships no libgomp it is built without OpenMP and r
 
 Where it cannot run (no C compiler, a CPU without AVX2, a failed build, or
 ``CLASSICNETS_NATIVE=0`` in the environment), :func:`library` returns None, :func:`status` says
-why, and the layers run PyTorch's kernels: slower, with the same results.
+why, and the layers run PyTorch's kernels: slower, with the same results (to rounding, for the
+convolution).
 """
+
 
 from __future__ import annotations
 
@@ -36,9 +43,10 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("pool2x2.c")
-ABI_VERSION = 1  # pool2x2_abi_version() in the source: a library that answers otherwise is rebuilt
-_FLAGS = ["-O3", "-mavx2", "-fPIC", "-shared", "-std=c11"]
+SOURCES = [Path(__file__).with_name(name) for name in ("pool2x2.c", "conv_gray.c")]
+ABI_VERSION = 2  # classicnets_native_abi_version() in pool2x2.c: a library that answers otherwise is rebuilt
+KERNELS = ("pool", "conv")  # what turned_off() can name: the max pool, the one-channel convolution
+_FLAGS = ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c11"]
 
 
 def _torch_libgomp() -> Path | None:
@@ -64,10 +72,12 @@ def _flags() -> list[str]:
 def _library_name(compiler: str) -> str:
     """The file name: a hash of what decides the library's bytes (source, compiler, flags, machine)."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        digest.update(source.read_bytes())
     for part in (version, " ".join(_flags()), platform.machine()):
         digest.update(part.encode())
-    return f"pool2x2-{digest.hexdigest()[:16]}.so"
+    return f"kernels-{digest.hexdigest()[:16]}.so"
 
 
 class BuildError(Exception):
@@ -81,10 +91,11 @@ def _build(compiler: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *_flags(), str(SOURCE), "-o", tmp], capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run([compiler, *_flags(), *map(str, SOURCES), "-o", tmp], capture_output=True,
+                              text=True, timeout=300)
         if done.returncode != 0:
-            raise BuildError(f"{compiler} failed on {SOURCE.name}: {(done.stderr or done.stdout).strip()[-500:]}")
+            names = ", ".join(source.name for source in SOURCES)
+            raise BuildError(f"{compiler} failed on {names}: {(done.stderr or done.stdout).strip()[-500:]}")
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -92,13 +103,19 @@ def _build(compiler: str, target: Path) -> None:
 
 def _load(path: Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    if lib.pool2x2_abi_version() != ABI_VERSION:
+    if lib.classicnets_native_abi_version() != ABI_VERSION:
         raise OSError(f"{path} is another version of the kernels")
     c_ptr, c_i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.pool2x2_forward.argtypes = [c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int]
-    lib.pool2x2_forward.restype = None
-    lib.pool2x2_backward.argtypes = [c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int]
-    lib.pool2x2_backward.restype = None
+    signatures = {
+        "pool2x2_forward": ([c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int], None),
+        "pool2x2_backward": ([c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int], None),
+        "conv_gray_supports": ([c_i64, c_i64], c_int),
+        "conv_gray_forward": ([c_ptr, c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_i64, c_int], None),
+        "conv_gray_weight_grad": ([c_ptr, c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_i64, c_int], c_int),
+    }
+    for name, (argtypes, restype) in signatures.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = argtypes, restype
     return lib
 
 
@@ -140,25 +157,30 @@ def _loaded() -> tuple[ctypes.CDLL | None, str]:
         return None, f"the build failed, so PyTorch's kernels run: {exc}"
 
 
-_turned_off = False
+_turned_off: frozenset[str] = frozenset()
 
 
 @contextlib.contextmanager
-def turned_off():
-    """PyTorch's kernels inside the block, in this thread and every other: for side-by-side
-    timings (``benchmarks/bench_lenet_step.py``)."""
+def turned_off(*kernels: str):
+    """PyTorch's kernels inside the block for the ``kernels`` named (of :data:`KERNELS`; none
+    named: all), in this thread and every other: for side-by-side timings
+    (``benchmarks/bench_lenet_step.py``)."""
     global _turned_off
-    before, _turned_off = _turned_off, True
+    unknown = set(kernels) - set(KERNELS)
+    if unknown:
+        raise ValueError(f"turned_off{kernels}: expected names among {KERNELS}")
+    before = _turned_off
+    _turned_off = before | frozenset(kernels or KERNELS)
     try:
         yield
     finally:
         _turned_off = before
 
 
-def library() -> ctypes.CDLL | None:
-    """The loaded kernels, built on first use; None where they cannot run here (see :func:`status`)
-    or inside :func:`turned_off`."""
-    return None if _turned_off else _loaded()[0]
+def library(kernel: str) -> ctypes.CDLL | None:
+    """The loaded kernels for ``kernel`` (one of :data:`KERNELS`), built on first use; None where
+    they cannot run here (see :func:`status`) or inside :func:`turned_off` naming it."""
+    return None if kernel in _turned_off else _loaded()[0]
 
 
 def status() -> str:

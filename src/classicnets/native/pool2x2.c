@@ -133,4 +133,5 @@ void pool2x2_backward(const float *grad_out, const uint8_t *winner, float *grad_
 }
 
 /* The build checks that the library it loads is this one. */
-int pool2x2_abi_version(void) { return 1; }
+/* The version of every kernel's calling convention in the library (ABI_VERSION in __init__.py). */
+int classicnets_native_abi_version(void) { return 2; }

@@ -1,0 +1,285 @@
+/* A convolution over one-channel images (LeNet-5's first layer on grey digits), forward and the
+   gradients of its weight and bias, on float32, stride 1, no padding, with the output
+   channels-last (classicnets/native/__init__.py says why it exists).
+
+   Memory: the image is (n, h, w) (one channel: channels-last and the default layout agree), the
+   weight (c, k, k), the output (n, ho, wo, c) with ho = h - k + 1 and wo = w - k + 1.
+
+   Why not the usual way. oneDNN vectorises such a layer over output channels; with 6 of them,
+   most of an 8-lane register is idle, and as a matrix product (im2col) the inner dimension is 25
+   taps and the outer one 6 channels, shapes no kernel runs well. Here a register holds 8
+   consecutive output values of one output row: with c channels, lane l of vector v of a group
+   is position (8v + l) / c and channel (8v + l) % c. A group is the smallest run of positions
+   that fills whole registers: lcm(c, 8) / c positions in lcm(c, 8) / 8 registers (c = 6: 4
+   positions in 3 registers). For each tap, the input values a group needs sit in one short run
+   of the input row; one load and one lane permutation per register spread them to their lanes,
+   and a fused multiply-add with the tap's weights (spread the same way once per call) adds them.
+   The output rows come out channels-last with no transposition. The weight gradient goes the
+   other way round (see weight_grad_row): it transposes each row of the output gradient once and
+   then needs no permutation per tap.
+
+   The sums run in another order than oneDNN's, so results agree with PyTorch's to rounding,
+   not bit for bit (tests/test_native_conv.py bounds the difference against float64). */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <immintrin.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifndef __AVX2__
+#error "conv_gray.c needs AVX2 (-mavx2 -mfma)"
+#endif
+
+#define MAX_K 7     /* kernel sizes up to 7x7 */
+#define MAX_V 3     /* registers per group: c in {1, 2, 3, 4, 6, 8, 12, 16, 24} */
+
+typedef struct {
+    int64_t n, h, w, k, c, ho, wo;
+    int v, p;                   /* registers and positions per group */
+    int64_t groups;             /* whole groups per output row; positions past them go one at a time */
+    __m256i lane_position[MAX_V];
+    __m256i first_lanes;        /* the p lanes a load must fill (the others may lie past the image) */
+    const float *end;           /* one past the last input value */
+} Shape;
+
+static int lcm8(int c)
+{
+    int a = c, b = 8;
+    while (b) { int t = a % b; a = b; b = t; }
+    return c / a * 8;
+}
+
+int conv_gray_supports(int64_t c, int64_t k)
+{
+    return c >= 1 && k >= 1 && k <= MAX_K && lcm8((int)c) / 8 <= MAX_V;
+}
+
+static Shape shape_of(int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, const float *x)
+{
+    Shape s;
+    s.n = n; s.h = h; s.w = w; s.k = k; s.c = c; s.ho = h - k + 1; s.wo = w - k + 1;
+    s.v = lcm8((int)c) / 8;
+    s.p = (int)(s.v * 8 / c);
+    s.groups = s.wo / s.p;
+    for (int v = 0; v < s.v; v++) {
+        int32_t pos[8];
+        for (int l = 0; l < 8; l++) pos[l] = (8 * v + l) / (int)c;
+        s.lane_position[v] = _mm256_loadu_si256((const __m256i *)pos);
+    }
+    int32_t first[8];
+    for (int l = 0; l < 8; l++) first[l] = l < s.p ? -1 : 0;
+    s.first_lanes = _mm256_loadu_si256((const __m256i *)first);
+    s.end = x + n * h * w;
+    return s;
+}
+
+/* Input values p[0..p-1] in the low lanes. A full load where 8 values lie inside the image (all
+   but the very end of it); a masked one, which reads nothing past the p lanes, at the end. */
+static inline __m256 load_run(const Shape *s, const float *p)
+{
+    return p + 8 <= s->end ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, s->first_lanes);
+}
+
+/* The tap weights spread to the lanes: spread[(tap * v + j) * 8 + l] = weight[channel(j, l)][tap]. */
+static void spread_weights(const Shape *s, const float *weight, float *spread)
+{
+    for (int64_t t = 0; t < s->k * s->k; t++)
+        for (int j = 0; j < s->v; j++)
+            for (int l = 0; l < 8; l++)
+                spread[(t * s->v + j) * 8 + l] = weight[((8 * j + l) % s->c) * s->k * s->k + t];
+}
+
+/* One output row, `blocks` groups at a time (V and BLOCK are constants at every call, so the
+   accumulators stay in registers). */
+static inline __attribute__((always_inline)) void forward_row(
+    const Shape *s, const float *in, float *out, const float *spread, const float *bias_spread,
+    const int V, const int BLOCK)
+{
+    const int64_t k = s->k, w = s->w, p = s->p;
+    int64_t g = 0;
+    for (; g + BLOCK <= s->groups; g += BLOCK) {
+        __m256 acc[BLOCK][V];
+        for (int b = 0; b < BLOCK; b++)
+            for (int j = 0; j < V; j++) acc[b][j] = _mm256_loadu_ps(bias_spread + 8 * j);
+        for (int64_t ky = 0; ky < k; ky++) {
+            const float *row = in + ky * w + g * p;
+            for (int64_t kx = 0; kx < k; kx++) {
+                const float *wt = spread + (ky * k + kx) * V * 8;
+                for (int b = 0; b < BLOCK; b++) {
+                    __m256 run = load_run(s, row + b * p + kx);
+                    for (int j = 0; j < V; j++)
+                        acc[b][j] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(run, s->lane_position[j]),
+                                                    _mm256_loadu_ps(wt + 8 * j), acc[b][j]);
+                }
+            }
+        }
+        for (int b = 0; b < BLOCK; b++)
+            for (int j = 0; j < V; j++) _mm256_storeu_ps(out + ((g + b) * V + j) * 8, acc[b][j]);
+    }
+    for (; g < s->groups; g++) {  /* the groups left over, one at a time */
+        __m256 acc[V];
+        for (int j = 0; j < V; j++) acc[j] = _mm256_loadu_ps(bias_spread + 8 * j);
+        for (int64_t ky = 0; ky < k; ky++)
+            for (int64_t kx = 0; kx < k; kx++) {
+                __m256 run = load_run(s, in + ky * w + g * p + kx);
+                const float *wt = spread + (ky * k + kx) * V * 8;
+                for (int j = 0; j < V; j++)
+                    acc[j] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(run, s->lane_position[j]),
+                                             _mm256_loadu_ps(wt + 8 * j), acc[j]);
+            }
+        for (int j = 0; j < V; j++) _mm256_storeu_ps(out + (g * V + j) * 8, acc[j]);
+    }
+}
+
+/* Positions past the last whole group, one value at a time. */
+static void forward_tail(const Shape *s, const float *in, float *out, const float *weight, const float *bias)
+{
+    const int64_t k = s->k, c = s->c;
+    for (int64_t x = s->groups * s->p; x < s->wo; x++)
+        for (int64_t ch = 0; ch < c; ch++) {
+            float sum = bias[ch];
+            for (int64_t ky = 0; ky < k; ky++)
+                for (int64_t kx = 0; kx < k; kx++) sum += in[ky * s->w + x + kx] * weight[(ch * k + ky) * k + kx];
+            out[x * c + ch] = sum;
+        }
+}
+
+void conv_gray_forward(const float *x, const float *weight, const float *bias, float *y,
+                       int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, int threads)
+{
+    Shape s = shape_of(n, h, w, k, c, x);
+    float spread[MAX_K * MAX_K * MAX_V * 8], bias_spread[MAX_V * 8];
+    float zeros[24] = {0};
+    const float *b = bias ? bias : zeros;
+    spread_weights(&s, weight, spread);
+    for (int j = 0; j < s.v; j++)
+        for (int l = 0; l < 8; l++) bias_spread[8 * j + l] = b[(8 * j + l) % c];
+    const int64_t rows = n * s.ho;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *in = x + (r / s.ho * h + r % s.ho) * w;
+        float *out = y + r * s.wo * c;
+        switch (s.v) {  /* constants for forward_row: enough accumulators, and no spills */
+        case 1: forward_row(&s, in, out, spread, bias_spread, 1, 8); break;
+        case 2: forward_row(&s, in, out, spread, bias_spread, 2, 4); break;
+        default: forward_row(&s, in, out, spread, bias_spread, 3, 3); break;
+        }
+        forward_tail(&s, in, out, weight, b);
+    }
+}
+
+/* The weight gradient turns the layout around: an output row's gradient is first transposed to
+   (c, wo), zero-padded to whole registers, so that for each tap a register holds 8 consecutive
+   positions of one channel and the input it meets is a plain load of 8 consecutive input values
+   (no lane permutation per tap). sums[((tap * c) + ch) * 8 + l] collects the products of lane l. */
+static inline __attribute__((always_inline)) void weight_grad_row(
+    const Shape *s, const float *in, const float *grad, float *sums, float *bias_sums, float *transposed,
+    const int NV)
+{
+    const int64_t wo = s->wo, c = s->c, k = s->k, w = s->w, stride = NV * 8;
+    for (int64_t x = 0; x < wo; x++)
+        for (int64_t ch = 0; ch < c; ch++) transposed[ch * stride + x] = grad[x * c + ch];
+    for (int64_t ch = 0; ch < c; ch++) {
+        __m256 sum = _mm256_loadu_ps(bias_sums + ch * 8);
+        for (int v = 0; v < NV; v++) sum = _mm256_add_ps(sum, _mm256_loadu_ps(transposed + ch * stride + v * 8));
+        _mm256_storeu_ps(bias_sums + ch * 8, sum);
+    }
+    int32_t lanes[8];  /* the last register's positions that lie inside the row */
+    for (int l = 0; l < 8; l++) lanes[l] = 8 * (NV - 1) + l < wo ? -1 : 0;
+    const __m256i last = _mm256_loadu_si256((const __m256i *)lanes);
+    for (int64_t ky = 0; ky < k; ky++)
+        for (int64_t kx = 0; kx < k; kx++) {
+            const float *run = in + ky * w + kx;
+            __m256 x[NV];
+            for (int v = 0; v < NV - 1; v++) x[v] = _mm256_loadu_ps(run + v * 8);
+            x[NV - 1] = _mm256_maskload_ps(run + (NV - 1) * 8, last);  /* nothing read past the row's end */
+            float *dst = sums + (ky * k + kx) * c * 8;
+            for (int64_t ch = 0; ch < c; ch++) {
+                __m256 acc = _mm256_loadu_ps(dst + ch * 8);
+                for (int v = 0; v < NV; v++)
+                    acc = _mm256_fmadd_ps(x[v], _mm256_loadu_ps(transposed + ch * stride + v * 8), acc);
+                _mm256_storeu_ps(dst + ch * 8, acc);
+            }
+        }
+}
+
+/* Rows wider than 32 positions: the same sums with the row's registers loaded per channel. */
+static void weight_grad_wide_row(const Shape *s, const float *in, const float *grad, float *sums, float *bias_sums,
+                                 float *transposed, int64_t nv)
+{
+    const int64_t wo = s->wo, c = s->c, k = s->k, w = s->w, stride = nv * 8;
+    for (int64_t x = 0; x < wo; x++)
+        for (int64_t ch = 0; ch < c; ch++) transposed[ch * stride + x] = grad[x * c + ch];
+    for (int64_t ch = 0; ch < c; ch++)
+        for (int64_t v = 0; v < nv; v++)
+            _mm256_storeu_ps(bias_sums + ch * 8, _mm256_add_ps(_mm256_loadu_ps(bias_sums + ch * 8),
+                                                               _mm256_loadu_ps(transposed + ch * stride + v * 8)));
+    int32_t lanes[8];
+    for (int l = 0; l < 8; l++) lanes[l] = 8 * (nv - 1) + l < wo ? -1 : 0;
+    const __m256i last = _mm256_loadu_si256((const __m256i *)lanes), all = _mm256_set1_epi32(-1);
+    for (int64_t ky = 0; ky < k; ky++)
+        for (int64_t kx = 0; kx < k; kx++) {
+            const float *run = in + ky * w + kx;
+            float *dst = sums + (ky * k + kx) * c * 8;
+            for (int64_t ch = 0; ch < c; ch++) {
+                __m256 acc = _mm256_loadu_ps(dst + ch * 8);
+                for (int64_t v = 0; v < nv; v++)
+                    acc = _mm256_fmadd_ps(_mm256_maskload_ps(run + v * 8, v == nv - 1 ? last : all),
+                                          _mm256_loadu_ps(transposed + ch * stride + v * 8), acc);
+                _mm256_storeu_ps(dst + ch * 8, acc);
+            }
+        }
+}
+
+/* grad: (n, ho, wo, c) channels-last. Writes grad_weight (c, k, k) and, if not NULL, grad_bias (c).
+   Each thread sums its rows into its own buffers; the buffers are added in thread order, so a
+   given thread count always gives the same bits. Returns 0, or -1 when memory ran out (nothing
+   written). */
+int conv_gray_weight_grad(const float *x, const float *grad, float *grad_weight, float *grad_bias,
+                          int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, int threads)
+{
+    Shape s = shape_of(n, h, w, k, c, x);
+    const int64_t kk = k * k, nv = (s.wo + 7) / 8, sums_size = kk * c * 8 + c * 8;
+    const int64_t per_thread = sums_size + c * nv * 8, rows = n * s.ho;
+    if (threads < 1) threads = 1;
+    float *buffers = calloc((size_t)(threads * per_thread), sizeof(float));
+    if (!buffers) return -1;
+#pragma omp parallel num_threads(threads)
+    {
+        int t = 0, team = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        team = omp_get_num_threads();
+#endif
+        float *sums = buffers + t * per_thread, *bias_sums = sums + kk * c * 8, *transposed = sums + sums_size;
+        const int64_t first = rows * t / team, last = rows * (t + 1) / team;
+        for (int64_t r = first; r < last; r++) {
+            const float *in = x + (r / s.ho * h + r % s.ho) * w, *gr = grad + r * s.wo * c;
+            switch (nv) {  /* constants for weight_grad_row: the row's registers stay in registers */
+            case 1: weight_grad_row(&s, in, gr, sums, bias_sums, transposed, 1); break;
+            case 2: weight_grad_row(&s, in, gr, sums, bias_sums, transposed, 2); break;
+            case 3: weight_grad_row(&s, in, gr, sums, bias_sums, transposed, 3); break;
+            case 4: weight_grad_row(&s, in, gr, sums, bias_sums, transposed, 4); break;
+            default: weight_grad_wide_row(&s, in, gr, sums, bias_sums, transposed, nv); break;
+            }
+        }
+    }
+    for (int64_t ch = 0; ch < c; ch++) {
+        for (int64_t tap = 0; tap < kk; tap++) {
+            float sum = 0.0f;
+            for (int t = 0; t < threads; t++)
+                for (int l = 0; l < 8; l++) sum += buffers[t * per_thread + (tap * c + ch) * 8 + l];
+            grad_weight[ch * kk + tap] = sum;
+        }
+        if (grad_bias) {
+            float sum = 0.0f;
+            for (int t = 0; t < threads; t++)
+                for (int l = 0; l < 8; l++) sum += buffers[t * per_thread + kk * c * 8 + ch * 8 + l];
+            grad_bias[ch] = sum;
+        }
+    }
+    free(buffers);
+    return 0;
+}
