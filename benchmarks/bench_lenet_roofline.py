@@ -39,7 +39,7 @@ from torch import nn
 from classicnets import create_model, native
 from classicnets.device import autocast_dtype
 from classicnets.memory import keep_freed_memory
-from classicnets.models.conv import Conv2d, gray_forward, gray_weight_grads
+from classicnets.models.conv import Conv2d, gray_forward, gray_weight_grads, input_grad
 from classicnets.models.max_pool import MaxPool2d
 from classicnets.report import machine_info
 from classicnets.train import TrainConfig, make_optimizer, train_step
@@ -79,14 +79,21 @@ def layer_kernels(layer: nn.Module, in_shape: tuple[int, ...], needs_input_grad:
             return torch.ops.aten.convolution_backward(grad, x, w, [c_out], list(layer.stride), list(layer.padding),
                                                 list(layer.dilation), False, [0, 0], layer.groups, mask)
         shape = f"{in_shape[1]}x{in_shape[2]}x{in_shape[3]} -> {c_out}x{h}x{wd}"
-        if not needs_input_grad and isinstance(layer, Conv2d) and layer.native_for(x):
-            # the step runs classicnets.native's kernel for this layer: time that one
+        # where the step runs classicnets.native's kernels for this layer, time those
+        path = layer.native_path(x.detach().requires_grad_(needs_input_grad)) if isinstance(layer, Conv2d) else None
+        if path == "gray_conv":
             def forward():
                 return gray_forward(x, w, b)
 
             def backward():
                 return None, *gray_weight_grads(x, grad, w.shape, True)
             shape += " (native kernel)"
+        elif path == "input_grad":
+            def backward():  # oneDNN's weight and bias gradients, the native input gradient
+                weights = torch.ops.aten.convolution_backward(grad, x, w, [c_out], [1, 1], [0, 0], [1, 1], False,
+                                                              [0, 0], 1, [False, True, True])
+                return input_grad(grad, w), weights[1], weights[2]
+            shape += " (native input gradient)"
     else:
         x = torch.randn(in_shape)
         grad = torch.randn(in_shape[0], layer.out_features)

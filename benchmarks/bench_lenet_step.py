@@ -242,6 +242,7 @@ class Variant:
 
 NATIVE_POOL = "all kept ideas + the native 2x2 max pool"
 NATIVE_CONV = "all kept ideas + the native max pool and one-channel convolution"
+NATIVE_ALL = "all kept ideas + the native pool, conv1 and conv2's input gradient"
 
 
 def variants(compile_modes: list[str]) -> list[Variant]:
@@ -273,9 +274,12 @@ def variants(compile_modes: list[str]) -> list[Variant]:
                 fill_memory=False, native=("pool",), exact=False,
                 note="max_pool2d's outputs and gradients bit for bit; compare with 'all kept ideas together'"),
         Variant(NATIVE_CONV, model=pool_first_model, channels_last=True, fused=True, item_check=False,
-                fill_memory=False, native=("pool", "conv"), exact=False,
-                note="what classicnets.train runs; conv1 (one-channel images) agrees with oneDNN to rounding; "
-                     "compare with the native pool's row"),
+                fill_memory=False, native=("pool", "gray_conv"), exact=False,
+                note="conv1 (one-channel images) agrees with oneDNN to rounding; compare with the native pool's row"),
+        Variant(NATIVE_ALL, model=pool_first_model, channels_last=True, fused=True, item_check=False,
+                fill_memory=False, native=native.KERNELS, exact=False,
+                note="what classicnets.train runs; conv2's input gradient agrees with oneDNN to rounding; compare "
+                     "with the row above"),
         Variant("all kept ideas + bf16 autocast", model=pool_first_model, channels_last=True, fused=True,
                 item_check=False, fill_memory=False, bf16=True, exact=False,
                 note="bfloat16 convolutions and linear layers; compare with the row above"),
@@ -368,6 +372,8 @@ KEPT = {
     NATIVE_POOL: "**yes**: `lenet5`'s `MaxPool2d` runs `classicnets.native`'s kernel on CPU (channels-last float32)",
     NATIVE_CONV: "**yes**: `lenet5`'s first `Conv2d` runs `classicnets.native`'s kernel on CPU (one-channel "
                  "float32 images, channels-last)",
+    NATIVE_ALL: "**yes**: `lenet5`'s second `Conv2d` takes its input gradient from `classicnets.native` on CPU "
+                "(channels-last float32)",
     "all kept ideas + bf16 autocast": "no: LeNet-5 stays fp32 (see the notes)",
     "all kept ideas + conv2's input gradient in the default layout": "no: inside the noise against everything kept "
                                                                      "(compare the rows), one more autograd function",
@@ -389,13 +395,18 @@ NOTES = """
 * The native 2x2 max pool (`classicnets.native`, C with AVX2 intrinsics, compiled on first
   use) exists because PyTorch's channels-last max pool vectorises over channels, 8 at a time, and
   LeNet-5's first pool has 6: every value went through its scalar remainder. Every row but
-  the two native rows runs PyTorch's kernels, so the rows stay comparable with earlier runs.
+  the native rows runs PyTorch's kernels, so the rows stay comparable with earlier runs.
 * The native one-channel convolution (`conv_gray.c`) runs LeNet-5's conv1 forward and its
   weight and bias gradients (the image needs no gradient). oneDNN vectorises that layer over its
   6 output channels, 6 of 8 lanes; the native kernel fills a register with 8 consecutive outputs
   of one row (positions x channels), spreads the input with one lane permutation per register
   and tap, and transposes the output gradient once per row for the weight gradient. Its sums run
   in another order: values agree with PyTorch's to float32 rounding, not bit for bit.
+* The native input gradient (`conv_input_grad.c`) sends conv2's gradient back onto its 6 input
+  maps. oneDNN ran it at a third of its forward speed (its lanes again across the 6 channels);
+  the native kernel puts 8 positions of one channel in a register, each image's output gradient
+  transposed once with zeros around its rows, and broadcasts one weight per multiply-add. conv2's
+  forward and weight gradient stay oneDNN's.
 * Max pooling before the ReLU (the order `lenet5` now builds) is the same function with the
   same gradients. It pays only with channels-last tensors, whose max pool is the slower one
   here: compare its channels_last row with the plain channels_last row.

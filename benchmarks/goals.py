@@ -288,6 +288,7 @@ def step_ideas_evidence(machine: str | None = None) -> str:
 
 NATIVE_POOL = "all kept ideas + the native 2x2 max pool"  # bench_lenet_step.py's rows
 NATIVE_CONV = "all kept ideas + the native max pool and one-channel convolution"
+NATIVE_ALL = "all kept ideas + the native pool, conv1 and conv2's input gradient"
 
 
 def native_kernel_evidence(row: str, baseline: str, machine: str | None = None) -> str:

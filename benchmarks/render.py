@@ -8,6 +8,7 @@ import statistics
 from common import isa, machine_name, result_md, result_path
 from goals import (
     ALL_KEPT,
+    NATIVE_ALL,
     NATIVE_CONV,
     NATIVE_POOL,
     batch_evidence,
@@ -362,6 +363,10 @@ def decisions_section(results: dict, machine: str | None = None) -> list[str]:
          "weight gradient; agrees with oneDNN to float32 rounding)",
          "**kept** (CPU, channels-last float32, an image that needs no gradient; PyTorch's kernel elsewhere)",
          native_kernel_evidence(NATIVE_CONV, NATIVE_POOL, machine)),
+        ("LeNet-5's conv2 input gradient as a native kernel (`classicnets.native`; the forward and weight "
+         "gradient stay oneDNN's; agrees with it to float32 rounding)",
+         "**kept** (CPU, channels-last float32, up to 8 input channels; PyTorch's kernel elsewhere)",
+         native_kernel_evidence(NATIVE_ALL, NATIVE_CONV, machine)),
         ("LeNet-5's first max pool + ReLU another way: default layout, strided maxima with a hand-written "
          "backward, `torch.compile`", "not kept", pooling_evidence(machine)),
         ("LeNet-5: conv2's input gradient in the default layout (the rest channels-last); conv1 and the first "

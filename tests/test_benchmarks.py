@@ -57,7 +57,8 @@ def test_bench_lenet_step_quick_writes_the_idea_table(tmp_path):
     assert run["ideas"][0]["ratio"] == pytest.approx(1.0)
     assert all(i["after"] > 0 for i in run["ideas"])
     assert {"all kept ideas + the native 2x2 max pool",
-            "all kept ideas + the native max pool and one-channel convolution"} <= {i["idea"] for i in run["ideas"]}
+            "all kept ideas + the native max pool and one-channel convolution",
+            "all kept ideas + the native pool, conv1 and conv2's input gradient"} <= {i["idea"] for i in run["ideas"]}
     md = (tmp_path / "lenet_step_ideas.md").read_text()
     assert "| idea | img/s before | img/s after | ratio |" in md
 
@@ -530,8 +531,11 @@ def test_roofline_times_the_kernels_autograd_runs(monkeypatch):
     assert [shape for _, _, shape in layers] == [(4, 1, 32, 32), (4, 6, 14, 14), (4, 400), (4, 120), (4, 84)]
     for i, (name, layer, shape) in enumerate(layers):
         k = layer_kernels(layer, shape, needs_input_grad=i > 0)
-        # conv1 as the step runs it: classicnets.native's kernel where it can be built
-        assert k["shape"].endswith("(native kernel)") == (i == 0 and native.library("conv") is not None), name
+        # the convolutions as the step runs them: classicnets.native's kernels where they can be built
+        expected = {0: " (native kernel)", 1: " (native input gradient)"}.get(i, "")
+        if native.library("gray_conv") is None:
+            expected = ""
+        assert ("(native" in k["shape"]) == bool(expected) and k["shape"].endswith(expected), name
         x = k["input"].clone().requires_grad_(i > 0)
         out = layer(x)
         torch.testing.assert_close(k["kernels"]["forward"](), out.detach(), msg=name)
@@ -763,13 +767,13 @@ def test_only_the_native_rows_run_the_native_kernels(monkeypatch):
     classicnets.train runs) the convolution too."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import torch
-    from bench_lenet_step import NATIVE_CONV, NATIVE_POOL, variants
+    from bench_lenet_step import NATIVE_ALL, NATIVE_CONV, NATIVE_POOL, variants
 
     from classicnets.train import TrainConfig
     from test_native import native_calls
-    from test_native_conv import conv_calls
+    from test_native_conv import conv_calls, input_grad_calls
 
-    pools, convs = native_calls(monkeypatch), conv_calls(monkeypatch)
+    pools, convs, grads = native_calls(monkeypatch), conv_calls(monkeypatch), input_grad_calls(monkeypatch)
     torch.set_num_threads(1)  # conftest restores
     cfg = TrainConfig(model="lenet5", dataset="digits", batch_size=4).resolved()
     batches = [(torch.randn(4, 1, 32, 32), torch.randint(0, 10, (4,)))]
@@ -778,11 +782,12 @@ def test_only_the_native_rows_run_the_native_kernels(monkeypatch):
         if v.bf16 or not v.mkldnn or "unfold" in v.name:
             continue  # slow here, and in the default layout or another dtype anyway
         v.build(cfg, batches, 2, 0)
-        pools.clear()
-        convs.clear()
+        for calls in (pools, convs, grads):
+            calls.clear()
         v.run()
-        used[v.name] = (bool(pools), bool(convs))
-    assert used.pop(NATIVE_POOL) == (True, False) and used.pop(NATIVE_CONV) == (True, True), used
+        used[v.name] = (bool(pools), bool(convs), bool(grads))
+    assert used.pop(NATIVE_POOL) == (True, False, False) and used.pop(NATIVE_CONV) == (True, True, False), used
+    assert used.pop(NATIVE_ALL) == (True, True, True), used
     assert not any(any(kernels) for kernels in used.values()), used
 
 

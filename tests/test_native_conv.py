@@ -4,6 +4,8 @@ that follows PyTorch's; and PyTorch's kernel wherever the native one cannot or s
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,17 +18,22 @@ from classicnets.models.conv import Conv2d
 from test_native import with_and_without
 
 CL = torch.channels_last
-needs_native = pytest.mark.skipif(native.library("conv") is None,
+needs_native = pytest.mark.skipif(native.library("gray_conv") is None,
                                   reason=f"native kernels unavailable: {native.status()}")
 # Output channels whose lanes fill whole registers in groups of at most 3 (conv_gray_supports).
 SUPPORTED = [1, 2, 3, 4, 6, 8, 12, 16, 24]
 
 
-def conv_calls(monkeypatch) -> list:
+def calls_of(function: type[torch.autograd.Function], monkeypatch) -> list:
+    """The input shapes ``function`` (one of models/conv.py's) is applied to, from now on."""
     calls = []
-    apply = conv._GrayConv.apply
-    monkeypatch.setattr(conv._GrayConv, "apply", lambda *a: calls.append(a[0].shape) or apply(*a))
+    apply = function.apply
+    monkeypatch.setattr(function, "apply", lambda *a: calls.append(a[0].shape) or apply(*a))
     return calls
+
+
+def conv_calls(monkeypatch) -> list:
+    return calls_of(conv._GrayConv, monkeypatch)
 
 
 def native_and_reference(x, weight, bias, grad, threads=None):
@@ -154,7 +161,7 @@ def test_everything_else_runs_torchs_own_kernel(case, monkeypatch):
     if case != "default layout":
         reference.to(memory_format=CL)  # the same oneDNN kernel as the layer's, for the same bits
     if case == "turned off":
-        with native.turned_off("conv"):
+        with native.turned_off("gray_conv"):
             y = layer(x)
     else:
         y = layer(x)
@@ -169,10 +176,10 @@ def test_turned_off_names_what_it_turns_off():
         with native.turned_off("convolution"):
             pass
     pool = native.library("pool")
-    with native.turned_off("conv"):
-        assert native.library("conv") is None and native.library("pool") is pool
+    with native.turned_off("gray_conv"):
+        assert native.library("gray_conv") is None and native.library("pool") is pool
     with native.turned_off():
-        assert native.library("conv") is None and native.library("pool") is None
+        assert native.library("gray_conv") is None and native.library("pool") is None
 
 
 def test_lenet5_keeps_its_parameters_and_printout():
@@ -196,6 +203,107 @@ def test_tracing_sees_torchs_kernel(monkeypatch):
 def test_a_lenet5_training_run_follows_pytorchs(monkeypatch):
     """Six steps of the recipe with the native convolution and with oneDNN's: the same weights to
     float32 rounding (the kernels sum in different orders)."""
-    with_native, with_onednn = with_and_without("conv", conv_calls(monkeypatch))
+    with_native, with_onednn = with_and_without("gray_conv", conv_calls(monkeypatch))
+    for a, b in zip(with_native, with_onednn, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+# ---- the input gradient (conv_input_grad.c): LeNet-5's conv2 back onto its 6 maps ----
+
+def input_grad_calls(monkeypatch) -> list:
+    return calls_of(conv._NativeInputGrad, monkeypatch)
+
+
+def input_grads_and_reference(x, weight, bias, grad, threads=None):
+    """The layer's input, weight and bias gradients (``x`` needs a gradient: the native input
+    gradient runs), the float64 ones, and each one's scale (the sums over absolute values)."""
+    layer = Conv2d(x.shape[1], weight.shape[0], weight.shape[-1], bias=bias is not None).to(memory_format=CL)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    x = x.detach().contiguous(memory_format=CL).requires_grad_()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        layer(x).backward(grad)
+    finally:
+        torch.set_num_threads(before)
+    got = [x.grad, layer.weight.grad] + ([layer.bias.grad] if bias is not None else [])
+    x64, w64, g64 = x.detach().double().requires_grad_(), weight.double().requires_grad_(), grad.double()
+    b64 = None if bias is None else bias.double().requires_grad_()
+    F.conv2d(x64, w64, b64).backward(g64)
+    ref = [x64.grad, w64.grad] + ([b64.grad] if bias is not None else [])
+    abs_grads = torch.ops.aten.convolution_backward(g64.abs(), x64.detach().abs(), w64.detach().abs(), None, [1, 1],
+                                                    [0, 0], [1, 1], False, [0, 0], 1, [True, True, False])
+    scale = [abs_grads[0], abs_grads[1]] + ([g64.abs().sum((0, 2, 3))] if bias is not None else [])
+    return got, ref, scale
+
+
+@needs_native
+def test_lenet5_conv2_input_gradient_matches_float64_to_rounding(monkeypatch):
+    calls = input_grad_calls(monkeypatch)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(128, 6, 14, 14, generator=gen)
+    weight, bias = torch.randn(16, 6, 5, 5, generator=gen) / 12, torch.randn(16, generator=gen)
+    grad = torch.randn(128, 16, 10, 10, generator=gen).contiguous(memory_format=CL)
+    got, ref, scale = input_grads_and_reference(x, weight, bias, grad, 2)
+    assert calls, "the native kernel did not run"
+    assert got[0].is_contiguous(memory_format=CL)
+    assert_within_rounding(got, ref, scale)
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3), ci=st.integers(2, 8), co=st.integers(1, 20), k=st.integers(1, 7),
+       extra_h=st.integers(0, 6), extra_w=st.integers(0, 30), bias=st.booleans(), threads=st.integers(1, 3),
+       seed=st.integers(0, 2**16))
+def test_any_input_gradient_matches_float64_to_rounding(n, ci, co, k, extra_h, extra_w, bias, threads, seed):
+    """Every channel count the kernel takes (2-8 in, any out), kernel sizes 1-7, rows of one
+    register to several, outputs a single position wide (every tap at a border)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, ci, k + extra_h, k + extra_w, generator=gen)
+    weight = torch.randn(co, ci, k, k, generator=gen)
+    b = torch.randn(co, generator=gen) if bias else None
+    grad = torch.randn(n, co, extra_h + 1, extra_w + 1, generator=gen)
+    got, ref, scale = input_grads_and_reference(x, weight, b, grad, threads)
+    assert_within_rounding(got, ref, scale)
+
+
+@needs_native
+def test_the_input_gradient_has_the_same_bits_on_any_thread_count():
+    """Threads split the images, and each value is summed in one order."""
+    gen = torch.Generator().manual_seed(6)
+    x, weight = torch.randn(7, 6, 14, 14, generator=gen), torch.randn(16, 6, 5, 5, generator=gen)
+    grad = torch.randn(7, 16, 10, 10, generator=gen)
+    one, three = (input_grads_and_reference(x, weight, None, grad, t)[0][0] for t in (1, 3))
+    assert torch.equal(one, three)
+
+
+@pytest.mark.parametrize("case", ["no gradient needed", "default layout", "nine channels", "stride 2", "padding",
+                                  "turned off"])
+def test_input_gradients_elsewhere_are_torchs(case, monkeypatch):
+    calls = input_grad_calls(monkeypatch)
+    layer = Conv2d(6, 16, 5).to(memory_format=CL)
+    x = torch.randn(2, 6, 12, 12).contiguous(memory_format=CL).requires_grad_()
+    if case == "no gradient needed":
+        x.requires_grad_(False)
+    elif case == "default layout":
+        x = x.detach().contiguous().requires_grad_()
+    elif case == "nine channels":
+        layer = Conv2d(9, 16, 5).to(memory_format=CL)
+        x = torch.randn(2, 9, 12, 12).contiguous(memory_format=CL).requires_grad_()
+    elif case in ("stride 2", "padding"):
+        layer = (Conv2d(6, 16, 5, stride=2) if case == "stride 2" else Conv2d(6, 16, 5, padding=2)).to(memory_format=CL)
+    with native.turned_off("input_grad") if case == "turned off" else contextlib.nullcontext():
+        y = layer(x)
+    if x.requires_grad:
+        y.sum().backward()
+    assert not calls
+
+
+@needs_native
+def test_a_lenet5_training_run_follows_pytorchs_with_the_native_input_gradient(monkeypatch):
+    with_native, with_onednn = with_and_without("input_grad", input_grad_calls(monkeypatch))
     for a, b in zip(with_native, with_onednn, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -1,20 +1,25 @@
-"""``Conv2d``: torch's convolution layer, with a native CPU kernel for one-channel images.
+"""``Conv2d``: torch's convolution layer, with native CPU kernels for LeNet-5's two convolutions.
 
 A drop-in subclass of :class:`torch.nn.Conv2d`: same arguments, parameters, ``state_dict`` and
-printout. When the layer reads a one-channel image (LeNet-5's first layer on grey digits) with
-stride 1, no padding, dilation 1 and one group, on float32 CPU tensors laid out channels-last (as
-``classicnets train`` runs LeNet-5), and the image itself needs no gradient, the forward and the
-weight and bias gradients run :mod:`classicnets.native`'s kernel: with 6 output channels, oneDNN
-fills 6 of its 8 vector lanes and the native kernel all of them. Its output is channels-last, as
-PyTorch's is for that input. The sums run in another order, so values agree with
-``nn.Conv2d`` to float32 rounding, not bit for bit. Everything else (more input channels, other
-settings, dtypes or devices, an input that needs a gradient, tracing, ``torch.compile``, ONNX or
-TorchScript export, a machine where the kernels cannot be built) runs ``nn.Conv2d``'s own.
+printout. Two cases run :mod:`classicnets.native`'s kernels, both for stride 1, no padding,
+dilation 1 and one group, on float32 CPU tensors laid out channels-last (as ``classicnets train``
+runs LeNet-5); with LeNet-5's 6 channels, oneDNN fills 6 of its 8 vector lanes and the native
+kernels all of them:
+
+* **one-channel images** that need no gradient (LeNet-5's first layer): the forward and the
+  weight and bias gradients (``gray_conv``);
+* **inputs of up to 8 channels** that need a gradient (LeNet-5's second layer, on 6 maps): the
+  input gradient (``input_grad``); the forward and the weight and bias gradients stay oneDNN's.
+
+The native kernels sum in another order, so values agree with ``nn.Conv2d`` to float32 rounding,
+not bit for bit. Everything else (other settings, dtypes or devices, tracing, ``torch.compile``,
+ONNX or TorchScript export, a machine where the kernels cannot be built) runs ``nn.Conv2d``'s own.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -35,7 +40,7 @@ def gray_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     weight = weight.detach().contiguous()
     bias = None if bias is None else bias.detach().contiguous()
     out = torch.empty((n, c, h - k + 1, w - k + 1), memory_format=_CL)
-    native.library("conv").conv_gray_forward(x.data_ptr(), weight.data_ptr(), _address(bias), out.data_ptr(),
+    native.library("gray_conv").conv_gray_forward(x.data_ptr(), weight.data_ptr(), _address(bias), out.data_ptr(),
                                              n, h, w, k, c, torch.get_num_threads())
     return out
 
@@ -48,7 +53,7 @@ def gray_weight_grads(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: tor
     grad_out = grad_out.contiguous(memory_format=_CL)
     grad_weight = torch.empty(weight_shape)
     grad_bias = torch.empty(c) if need_bias else None
-    failed = native.library("conv").conv_gray_weight_grad(
+    failed = native.library("gray_conv").conv_gray_weight_grad(
         x.data_ptr(), grad_out.data_ptr(), grad_weight.data_ptr(), _address(grad_bias), n, h, w, k, c,
         torch.get_num_threads())
     if failed:
@@ -76,31 +81,76 @@ class _GrayConv(torch.autograd.Function):
         return None, grad_weight if need_weight else None, grad_bias
 
 
+class _NativeInputGrad(torch.autograd.Function):
+    """oneDNN's forward and weight and bias gradients; the input gradient from the native kernel."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad
+        grad_out = grad_out.contiguous(memory_format=_CL)
+        grad_weight = grad_bias = grad_input = None
+        if need_weight or need_bias:
+            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [0, 0], [1, 1], False,
+                [0, 0], 1, [False, need_weight, need_bias])
+        if need_input:
+            grad_input = input_grad(grad_out, weight)
+        return grad_input, grad_weight, grad_bias
+
+
+def input_grad(grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The native input gradient of a stride-1 unpadded convolution: ``grad_out`` (n, co, ho, wo),
+    ``weight`` (co, ci, k, k); channels-last (n, ci, ho + k - 1, wo + k - 1)."""
+    n, co, ho, wo = grad_out.shape
+    _, ci, k, _ = weight.shape
+    grad_out = grad_out.contiguous(memory_format=_CL)
+    weight = weight.detach().contiguous()
+    grad_input = torch.empty((n, ci, ho + k - 1, wo + k - 1), memory_format=_CL)
+    failed = native.library("input_grad").conv_input_grad(grad_out.data_ptr(), weight.data_ptr(),
+                                                          grad_input.data_ptr(), n, ho, wo, co, ci, k,
+                                                          torch.get_num_threads())
+    if failed:
+        raise MemoryError("the native convolution's input gradient could not allocate its buffers")
+    return grad_input
+
+
 class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` with the native kernel for one-channel images where it applies (see the module)."""
+    """``nn.Conv2d`` with the native kernels where they apply (see the module)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.native_for(x):
+        path = self.native_path(x)
+        if path == "gray_conv":
             return _GrayConv.apply(x, self.weight, self.bias)
+        if path == "input_grad":
+            return _NativeInputGrad.apply(x, self.weight, self.bias)
         return super().forward(x)
 
-    def _native_shape(self) -> bool:
+    def native_path(self, x: torch.Tensor) -> str | None:
+        """Which native kernel a forward on ``x`` runs: "gray_conv", "input_grad" or None."""
         k = self.kernel_size
-        return (self.in_channels == 1 and self.groups == 1 and k[0] == k[1] and tuple(self.stride) == (1, 1)
-                and self.padding in ((0, 0), "valid") and tuple(self.dilation) == (1, 1)
-                and self.padding_mode == "zeros")
-
-    def native_for(self, x: torch.Tensor) -> bool:
-        """Whether a forward on ``x`` runs the native kernel."""
-        return self._native_shape() and self._native_input(x)
-
-    def _native_input(self, x: torch.Tensor) -> bool:
-        if tracing() or x.requires_grad:
-            return False
-        weight, k = self.weight, self.kernel_size[0]
-        # PyTorch's own output is channels-last when the input or the weight is: ours always is.
-        channels_last = x.dim() == 4 and (x.stride(1) == 1 or weight.stride(1) == 1)
-        lib = native.library("conv")
-        return (channels_last and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-                and weight.device.type == "cpu" and x.is_contiguous() and x.shape[2] >= k and x.shape[3] >= k
-                and x.shape[0] > 0 and lib is not None and bool(lib.conv_gray_supports(self.out_channels, k)))
+        plain = (self.groups == 1 and k[0] == k[1] and tuple(self.stride) == (1, 1) and tuple(self.dilation) == (1, 1)
+                 and self.padding in ((0, 0), "valid") and self.padding_mode == "zeros")
+        if not plain or tracing() or x.dim() != 4 or min(x.shape) == 0 or x.shape[2] < k[0] or x.shape[3] < k[0]:
+            return None
+        weight = self.weight
+        if not (x.device.type == weight.device.type == "cpu" and x.dtype == weight.dtype == torch.float32):
+            return None
+        if self.in_channels == 1 and not x.requires_grad:
+            # PyTorch's own output is channels-last when the input or the weight is: ours always is.
+            channels_last = x.stride(1) == 1 or weight.stride(1) == 1
+            lib = native.library("gray_conv")
+            fits = lib is not None and lib.conv_gray_supports(self.out_channels, k[0])
+            return "gray_conv" if channels_last and x.is_contiguous() and fits else None
+        if x.requires_grad and x.shape[1] > 1 and x.stride(1) == 1 and x.is_contiguous(memory_format=_CL):
+            lib = native.library("input_grad")
+            if lib is not None and lib.conv_input_grad_supports(self.in_channels, k[0]):
+                return "input_grad"
+        return None

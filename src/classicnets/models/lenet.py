@@ -92,10 +92,10 @@ class LeNet5(ClassicNet):
             return layers[::-1] if (pool, activation) == ("max", "relu") else layers  # see the docstring
 
         self.features = nn.Sequential(OrderedDict([
-            # Conv2d: nn.Conv2d with a native CPU kernel for one-channel images (conv.py).
+            # Conv2d: nn.Conv2d with native CPU kernels for these two layers' shapes (conv.py).
             ("conv1", Conv2d(in_channels, 6, 5)),     # C1: 32 -> 28
             *block(1),                               # S2: 28 -> 14
-            ("conv2", nn.Conv2d(6, 16, 5)),           # C3 (fully connected here): 14 -> 10
+            ("conv2", Conv2d(6, 16, 5)),              # C3 (fully connected here): 14 -> 10
             *block(2),                               # S4: 10 -> 5
             ("flatten", nn.Flatten()),
             ("fc1", nn.Linear(16 * 5 * 5, 120)),      # C5: a 5x5 conv on a 5x5 map is a linear layer

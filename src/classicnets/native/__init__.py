@@ -1,7 +1,7 @@
 """Native CPU kernels for the few layers whose PyTorch CPU kernels waste most of their time.
 
-Two so far, both for LeNet-5's first layers, where PyTorch's kernels leave most of an 8-lane AVX2
-register idle because the layer has 6 channels (``benchmarks/results/<machine>/lenet_step_ideas.md``
+Three so far, all for LeNet-5's first layers, where PyTorch's kernels leave part of an 8-lane AVX2
+register idle because the layers have 6 channels (``benchmarks/results/<machine>/lenet_step_ideas.md``
 has the whole step with and without each):
 
 * ``pool2x2.c``: 2x2 max pooling with stride 2 on channels-last float32 tensors. PyTorch's
@@ -10,8 +10,11 @@ has the whole step with and without each):
   the same weights either way.
 * ``conv_gray.c``: a convolution over one-channel images (stride 1, no padding), forward and the
   weight and bias gradients, with its output channels-last. It sums in another order than
-  oneDNN, so it agrees with PyTorch to rounding (``tests/test_native.py`` bounds the difference
-  against float64), not bit for bit.
+  oneDNN, so it agrees with PyTorch to rounding (``tests/test_native_conv.py`` bounds the
+  difference against float64), not bit for bit.
+* ``conv_input_grad.c``: the input gradient of a convolution onto at most 8 channels (stride 1,
+  no padding), channels-last: LeNet-5's conv2 sends its gradient back onto 6 maps. Also to
+  rounding, and the same bits whatever the thread count.
 
 How: the first use in a process compiles the sources with the machine's C compiler (``$CC``,
 else ``cc``; about a second) into one library in ``<cache>/native/`` (``$CLASSICNETS_CACHE``, else
@@ -43,9 +46,11 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).with_name(name) for name in ("pool2x2.c", "conv_gray.c")]
+SOURCES = [Path(__file__).with_name(name) for name in ("pool2x2.c", "conv_gray.c", "conv_input_grad.c")]
+HEADERS = [Path(__file__).with_name("threads.h")]  # included by the sources: part of the library's hash
 ABI_VERSION = 2  # classicnets_native_abi_version() in pool2x2.c: a library that answers otherwise is rebuilt
-KERNELS = ("pool", "conv")  # what turned_off() can name: the max pool, the one-channel convolution
+# What turned_off() can name: the max pool, the one-channel convolution, a convolution's input gradient.
+KERNELS = ("pool", "gray_conv", "input_grad")
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c11"]
 
 
@@ -73,7 +78,7 @@ def _library_name(compiler: str) -> str:
     """The file name: a hash of what decides the library's bytes (source, compiler, flags, machine)."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         digest.update(source.read_bytes())
     for part in (version, " ".join(_flags()), platform.machine()):
         digest.update(part.encode())
@@ -112,6 +117,8 @@ def _load(path: Path) -> ctypes.CDLL:
         "conv_gray_supports": ([c_i64, c_i64], c_int),
         "conv_gray_forward": ([c_ptr, c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_i64, c_int], None),
         "conv_gray_weight_grad": ([c_ptr, c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_i64, c_int], c_int),
+        "conv_input_grad_supports": ([c_i64, c_i64], c_int),
+        "conv_input_grad": ([c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_i64, c_i64, c_int], c_int),
     }
     for name, (argtypes, restype) in signatures.items():
         function = getattr(lib, name)

@@ -24,9 +24,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <immintrin.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "threads.h"
 
 #ifndef __AVX2__
 #error "conv_gray.c needs AVX2 (-mavx2 -mfma)"
@@ -100,7 +98,7 @@ static inline __attribute__((always_inline)) void forward_row(
     const int64_t k = s->k, w = s->w, p = s->p;
     int64_t g = 0;
     for (; g + BLOCK <= s->groups; g += BLOCK) {
-        __m256 acc[BLOCK][V];
+        __m256 acc[8][MAX_V];  /* fixed sizes: sized by BLOCK and V they would be variable-length arrays */
         for (int b = 0; b < BLOCK; b++)
             for (int j = 0; j < V; j++) acc[b][j] = _mm256_loadu_ps(bias_spread + 8 * j);
         for (int64_t ky = 0; ky < k; ky++) {
@@ -119,7 +117,7 @@ static inline __attribute__((always_inline)) void forward_row(
             for (int j = 0; j < V; j++) _mm256_storeu_ps(out + ((g + b) * V + j) * 8, acc[b][j]);
     }
     for (; g < s->groups; g++) {  /* the groups left over, one at a time */
-        __m256 acc[V];
+        __m256 acc[MAX_V];
         for (int j = 0; j < V; j++) acc[j] = _mm256_loadu_ps(bias_spread + 8 * j);
         for (int64_t ky = 0; ky < k; ky++)
             for (int64_t kx = 0; kx < k; kx++) {
@@ -192,7 +190,7 @@ static inline __attribute__((always_inline)) void weight_grad_row(
     for (int64_t ky = 0; ky < k; ky++)
         for (int64_t kx = 0; kx < k; kx++) {
             const float *run = in + ky * w + kx;
-            __m256 x[NV];
+            __m256 x[4];
             for (int v = 0; v < NV - 1; v++) x[v] = _mm256_loadu_ps(run + v * 8);
             x[NV - 1] = _mm256_maskload_ps(run + (NV - 1) * 8, last);  /* nothing read past the row's end */
             float *dst = sums + (ky * k + kx) * c * 8;
@@ -248,13 +246,10 @@ int conv_gray_weight_grad(const float *x, const float *grad, float *grad_weight,
     if (!buffers) return -1;
 #pragma omp parallel num_threads(threads)
     {
-        int t = 0, team = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        float *sums = buffers + t * per_thread, *bias_sums = sums + kk * c * 8, *transposed = sums + sums_size;
-        const int64_t first = rows * t / team, last = rows * (t + 1) / team;
+        float *sums = buffers + thread_number() * per_thread, *bias_sums = sums + kk * c * 8;
+        float *transposed = sums + sums_size;
+        int64_t first, last;
+        thread_share(rows, &first, &last);
         for (int64_t r = first; r < last; r++) {
             const float *in = x + (r / s.ho * h + r % s.ho) * w, *gr = grad + r * s.wo * c;
             switch (nv) {  /* constants for weight_grad_row: the row's registers stay in registers */
