@@ -307,3 +307,17 @@ def test_a_lenet5_training_run_follows_pytorchs_with_the_native_input_gradient(m
     with_native, with_onednn = with_and_without("input_grad", input_grad_calls(monkeypatch))
     for a, b in zip(with_native, with_onednn, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_runs_torchs_kernels_in_its_dtype(dtype, monkeypatch):
+    """Under autocast PyTorch computes the convolutions in bf16 or fp16; the native kernels are fp32."""
+    convs, grads = conv_calls(monkeypatch), input_grad_calls(monkeypatch)
+    model = create_model("lenet5").to(memory_format=CL)
+    x = torch.randn(4, 1, 32, 32).contiguous(memory_format=CL)
+    with torch.autocast("cpu", dtype=dtype):
+        features = model.features.conv2(model.features.pool1(model.features.conv1(x)))
+    assert features.dtype == dtype
+    features.float().sum().backward()
+    assert not convs and not grads

@@ -12,7 +12,7 @@ kernels all of them:
   input gradient (``input_grad``); the forward and the weight and bias gradients stay oneDNN's.
 
 The native kernels sum in another order, so values agree with ``nn.Conv2d`` to float32 rounding,
-not bit for bit. Everything else (other settings, dtypes or devices, tracing, ``torch.compile``,
+not bit for bit. Everything else (other settings, dtypes or devices, autocast, tracing, ``torch.compile``,
 ONNX or TorchScript export, a machine where the kernels cannot be built) runs ``nn.Conv2d``'s own.
 """
 
@@ -143,6 +143,8 @@ class Conv2d(nn.Conv2d):
         weight = self.weight
         if not (x.device.type == weight.device.type == "cpu" and x.dtype == weight.dtype == torch.float32):
             return None
+        if torch.is_autocast_enabled("cpu"):
+            return None  # autocast runs the convolution in bf16 or fp16: PyTorch's kernels do that
         if self.in_channels == 1 and not x.requires_grad:
             # PyTorch's own output is channels-last when the input or the weight is: ours always is.
             channels_last = x.stride(1) == 1 or weight.stride(1) == 1
