@@ -9,8 +9,9 @@ alternate seed by seed so that a slow spell of the machine falls on all of them.
 
 Variants: the recipe used before (5 epochs, lr 0.1, flips), the recipe now (3 epochs, lr 0.2,
 label smoothing 0.1, no augmentation) and the two ablations that tell its parts apart (with
-flips; without label smoothing). ``--study batch`` puts the recipe now beside larger batches
-(``lenet_fashion_batch.{json,md}``).
+flips; without label smoothing). ``--study batch`` puts the recipe beside larger batches
+(``lenet_fashion_batch.{json,md}``), ``--study margin`` beside a fourth epoch and a gentler peak
+learning rate (``lenet_fashion_margin.{json,md}``).
 
 Run: ``.venv/bin/python benchmarks/bench_lenet_fashion_recipe.py`` (~10 minutes on 2 cores,
 needs Fashion-MNIST: ``apt-get install dataset-fashion-mnist``). Results:
@@ -50,7 +51,19 @@ BATCH_VARIANTS = {
     "batch 512, 4 epochs, lr 0.3": dict(batch_size=512, epochs=4, lr=0.3),
 }
 BATCH_VARIANTS = {name: {**v, "augment": "none", "label_smoothing": 0.1} for name, v in BATCH_VARIANTS.items()}
-STUDIES = {"recipe": (VARIANTS, "lenet_fashion_recipe"), "batch": (BATCH_VARIANTS, "lenet_fashion_batch")}
+# --study margin: how sure a run is to pass 90%. Three epochs at lr 0.2 ended at 90.13-90.77% on
+# seeds 0-4 with oneDNN's convolutions; with the native ones (the same sums in another order) seed 0
+# ended at 89.81% in the suite (2026-12-07): the margin is a few tenths. A fourth epoch, or a
+# gentler peak, against the recipe.
+MARGIN_VARIANTS = {
+    "3 epochs, lr 0.2": dict(epochs=3, lr=0.2),
+    "3 epochs, lr 0.15": dict(epochs=3, lr=0.15),
+    "4 epochs, lr 0.2": dict(epochs=4, lr=0.2),
+    "4 epochs, lr 0.15": dict(epochs=4, lr=0.15),
+}
+MARGIN_VARIANTS = {name: {**v, "augment": "none", "label_smoothing": 0.1} for name, v in MARGIN_VARIANTS.items()}
+STUDIES = {"recipe": (VARIANTS, "lenet_fashion_recipe"), "batch": (BATCH_VARIANTS, "lenet_fashion_batch"),
+           "margin": (MARGIN_VARIANTS, "lenet_fashion_margin")}
 
 
 def quick(variants: dict) -> dict:
@@ -180,9 +193,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if serve_worker(argv, worker):
         return 0
-    ap = script_parser(__doc__, "lenet_fashion_recipe (or lenet_fashion_batch with --study batch)")
+    ap = script_parser(__doc__, "lenet_fashion_recipe (lenet_fashion_batch, lenet_fashion_margin with --study)")
     ap.add_argument("--study", choices=list(STUDIES), default="recipe",
-                    help="recipe: the recipe's parts (default); batch: larger batches")
+                    help="recipe: the recipe's parts (default); batch: larger batches; margin: a fourth epoch, "
+                         "a gentler peak")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each run")
     args = ap.parse_args(argv)

@@ -190,15 +190,18 @@ def _seeds_past(variant: dict, target: float) -> str:
             f"({lo:.1f}-{hi:.1f}%)")
 
 
-def batch_evidence(machine: str | None = None) -> str:
-    """The larger-batch row, from ``lenet_fashion_batch.json`` (``bench_lenet_fashion_recipe.py
-    --study batch``)."""
-    path = result_path("lenet_fashion_batch", machine)
+def study_evidence(study: str, machine: str | None = None) -> str:
+    """A recipe study's row, from ``lenet_fashion_<study>.json`` (``bench_lenet_fashion_recipe.py
+    --study STUDY``: batch, larger batches; margin, a fourth epoch and a gentler peak)."""
+    path = result_path(f"lenet_fashion_{study}", machine)
     r = _load(path)
     if r is None:
-        return "`benchmarks/bench_lenet_fashion_recipe.py --study batch` (not measured yet)"
-    parts = [f"{name}: {_seeds_past(v, r['target'])}, {v['median_epoch_seconds']:.1f} s an epoch"
-             for name, v in r["variants"].items()]
+        return f"`benchmarks/bench_lenet_fashion_recipe.py --study {study}` (not measured yet)"
+    parts = []
+    for name, v in r["variants"].items():
+        secs = v["median_seconds_to_target"]
+        reach = f"median {secs:.1f} s to it" if secs is not None else "the median seed short of it"
+        parts.append(f"{name}: {_seeds_past(v, r['target'])}, {reach}, {v['median_epoch_seconds']:.1f} s an epoch")
     return f"{'; '.join(parts)} ({r['machine']['cpu']}{isa(r['machine'])}, {r['threads']} threads; {result_md(path)})"
 
 

@@ -11,7 +11,6 @@ from goals import (
     NATIVE_ALL,
     NATIVE_CONV,
     NATIVE_POOL,
-    batch_evidence,
     cuda_evidence,
     evaluate_goals,
     format_goal,
@@ -23,6 +22,7 @@ from goals import (
     recipe_evidence,
     roofline_evidence,
     step_ideas_evidence,
+    study_evidence,
 )
 from peer_common import PEERS, title
 
@@ -217,10 +217,10 @@ def peers_section(results: dict) -> list[str]:
                          f"{a} | {w['median_peak_rss_mb'][tool]:,.0f} | {runs} |")
         lines += [f"| {name} | {title(tool, peers['versions'])} | failed | - | - | - | {why.splitlines()[-1][:200]} |"
                   for tool, why in w.get("failed_peers", {}).items()]
-    for name, w in results["training"].items():
-        lines += [f"- {name}: {title(k, peers['versions'])}'s median run did not learn (it ends at "
-                  f"{100 * w['median_test_accuracy'][k]:.1f}%), so the goals measure against the fastest peer that did."
-                  for k in w.get("peers_that_did_not_learn", [])]
+    dead = [f"- {name}: {title(k, peers['versions'])}'s median run did not learn (it ends at "
+            f"{100 * w['median_test_accuracy'][k]:.1f}%), so the goals measure against the fastest peer that did."
+            for name, w in results["training"].items() for k in w.get("peers_that_did_not_learn", [])]
+    lines += [""] + dead if dead else []
     lines += [""] + [f"- {title(k, None)}: skipped, {why}." for k, why in peers["skipped"].items()]
     return lines + peer_inference_lines(results) + [""]
 
@@ -375,10 +375,14 @@ def decisions_section(results: dict, machine: str | None = None) -> list[str]:
         ("Training on one process per core (`torchrun`, DDP over gloo, 1 thread each) instead of one process "
          "with a thread per core", "not kept", per_core_evidence(machine)),
         ("LeNet-5 on Fashion-MNIST: 3 epochs of batch 128 at lr 0.2, label smoothing 0.1, no augmentation",
-         "**kept** as its dataset recipe (it replaced 5 epochs at lr 0.1 with flips)", recipe_evidence(machine)),
+         "kept as its dataset recipe (it replaced 5 epochs at lr 0.1 with flips) until the margin study below",
+         recipe_evidence(machine)),
+        ("LeNet-5 on Fashion-MNIST: a fourth epoch and a gentler peak, 4 epochs at lr 0.15 (3 epochs at lr 0.2 "
+         "had ended 0.1-0.8 points past 90%, and rounding alone took two seeds under it)",
+         "**kept** as its dataset recipe (2026-12-07)", study_evidence("margin", machine)),
         ("LeNet-5 on Fashion-MNIST with larger batches (256, 512) to reach 90% sooner",
          "not kept (faster epochs, but most seeds stop short of 90%; lr 0.4 at batch 256 diverged)",
-         batch_evidence(machine)),
+         study_evidence("batch", machine)),
         ("Inference: inductor with frozen weights (fp32), bf16 weights with batch norm folded first",
          "**kept** (`classicnets.fast`, `predict --fast`)",
          ("the inference section above" if results.get("inference")

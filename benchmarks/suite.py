@@ -43,7 +43,7 @@ training throughput section, ``peers.py`` the peers (their own loops are in ``pe
 performance goals and quotes the other benchmarks' results; ``render.py`` writes the report;
 ``common.py`` and ``tutorial.py`` are shared with the other scripts. The names
 ``scripts/update_readme.py`` reads from here (``isa``, ``peak_text``, ``evaluate_goals``,
-``format_goal``, ``format_seconds``, ``cuda_evidence``, ``result_file``, ``pool_as_run``) are
+``format_goal``, ``format_seconds``, ``cuda_evidence``, ``result_paths``, ``pool_as_run``) are
 imported below from where they live.
 """
 
@@ -60,7 +60,7 @@ import time
 from pathlib import Path
 
 # benchmarks/*.py, imported from this folder as the scripts run.
-from common import RESULTS, git_commit, isa, machine_name, pool_as_run, result_file, write_results
+from common import RESULTS, git_commit, isa, machine_name, pool_as_run, result_paths, write_results
 from goals import cuda_evidence, evaluate_goals, format_goal
 from peer_common import PEERS
 from peers import default_python, find_peers
@@ -71,7 +71,7 @@ from workers import worker_peak, worker_train, worker_tta
 
 # What scripts/update_readme.py and the tests read from this module, wherever it is defined.
 __all__ = ["cuda_evidence", "evaluate_goals", "format_goal", "format_seconds", "isa", "main", "median_seconds",
-           "peak_text", "pool_as_run", "result_file", "summary_table"]
+           "peak_text", "pool_as_run", "result_paths", "summary_table"]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

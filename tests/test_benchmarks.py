@@ -171,6 +171,15 @@ def test_recipe_bench_batch_study_shares_all_but_batch_size_epochs_and_lr(monkey
     assert "| batch 256 | 0 of 1 (1 diverged) |" in md and "| batch 256 | 0 | diverged: non-finite |" in md
 
 
+def test_recipe_bench_margin_study_varies_epochs_and_lr_only(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from bench_lenet_fashion_recipe import MARGIN_VARIANTS, STUDIES
+
+    assert STUDIES["margin"] == (MARGIN_VARIANTS, "lenet_fashion_margin")
+    assert {(v["augment"], v["label_smoothing"]) for v in MARGIN_VARIANTS.values()} == {("none", 0.1)}
+    assert {(v["epochs"], v["lr"]) for v in MARGIN_VARIANTS.values()} == {(3, 0.2), (3, 0.15), (4, 0.2), (4, 0.15)}
+
+
 @pytest.mark.slow
 def test_suite_quick_writes_every_section(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--quick", "--quiet",
@@ -720,9 +729,9 @@ def test_update_readme_finds_what_it_reads_in_suite(monkeypatch):
     import suite
 
     for name in ("isa", "peak_text", "evaluate_goals", "format_goal", "format_seconds", "cuda_evidence",
-                 "result_file", "pool_as_run", "summary_table"):
+                 "result_paths", "pool_as_run", "summary_table"):
         assert callable(getattr(suite, name)), name
-    assert suite.result_file("lenet_roofline")["runs"] and suite.result_file("no_such_benchmark") is None
+    assert suite.result_paths("lenet_roofline") and suite.result_paths("no_such_benchmark") == []
 
 
 def test_no_benchmark_but_the_baselines_has_a_training_step_of_its_own():

@@ -89,7 +89,7 @@ def test_lenet5_has_its_own_fashion_mnist_budget():
     digits, fashion = recipe_for("lenet5", "digits"), recipe_for("lenet5", "fashion-mnist")
     assert digits == recipe_for("lenet5")
     assert (digits["epochs"], digits["batch_size"], digits["lr"]) == (15, 64, 0.03)
-    assert (fashion["epochs"], fashion["batch_size"], fashion["lr"], fashion["augment"]) == (3, 128, 0.2, "none")
+    assert (fashion["epochs"], fashion["batch_size"], fashion["lr"], fashion["augment"]) == (4, 128, 0.15, "none")
     assert fashion["label_smoothing"] == 0.1 and "label_smoothing" not in digits
     assert {k for k in fashion if fashion[k] != digits.get(k)} == {"epochs", "batch_size", "lr", "augment",
                                                                   "label_smoothing"}
@@ -100,9 +100,9 @@ def test_lenet5_has_its_own_fashion_mnist_budget():
 
 def test_train_config_takes_the_dataset_recipe_and_the_user_wins():
     cfg = TrainConfig(model="lenet5", dataset="fashion-mnist").resolved()
-    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment, cfg.label_smoothing) == (3, 128, 0.2, "none", 0.1)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.augment, cfg.label_smoothing) == (4, 128, 0.15, "none", 0.1)
     cfg = TrainConfig(model="lenet5", dataset="fashion-mnist", batch_size=64, epochs=15, label_smoothing=0.0).resolved()
-    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.label_smoothing) == (15, 64, 0.2, 0.0)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.label_smoothing) == (15, 64, 0.15, 0.0)
     digits = TrainConfig(model="lenet5", dataset="digits").resolved()
     assert (digits.batch_size, digits.label_smoothing) == (64, 0.0)
 
