@@ -22,12 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 # Where the results files are, relative to ROOT (benchmarks/results/<machine>/): the suite's main
-# run, the latest, with the peers (2026-12-07, on the AVX2 machine without native bf16: its
-# command leaves out the settings section, which compares bf16 with fp32); the suite's run on the
-# AVX-512 machine with native bf16 (2026-12-06, before the peers); and scripts/kill_resume.py's.
-MAIN_RESULTS = "benchmarks/results/avx2"
-MAIN_COMMAND = f" --out {MAIN_RESULTS} --skip-settings"
-AVX512_RESULTS = "benchmarks/results/avx512-bf16"
+# run, the latest, with the peers (2026-12-07, on the AVX-512 machine with native bf16); the
+# suite's latest run on the other machine, AVX2 without native bf16 (2026-12-07, with the peers;
+# its command left out the settings section, which compares bf16 with fp32); and
+# scripts/kill_resume.py's.
+MAIN_RESULTS = "benchmarks/results/avx512-bf16"
+MAIN_COMMAND = ""
+OTHER_RESULTS = "benchmarks/results/avx2"
+OTHER_COMMAND = f" --out {OTHER_RESULTS} --skip-settings"
 # The latest kill/resume run (2026-12-06), made after a fresh run began to write only at its first epoch.
 RELIABILITY = "benchmarks/results/avx2/reliability"
 
@@ -174,20 +176,26 @@ def _seed_exceptions(r: dict, depths: list[int]) -> str:
 
 
 def roofline_section() -> str:
-    """What LeNet-5's own layers allow (``benchmarks/bench_lenet_roofline.py``), batch by batch."""
-    r = _suite().result_file("lenet_roofline")
-    m = r["machine"]
-    where = f"benchmarks/results/{_suite().machine_name(m)}/lenet_roofline.md"
-    lines = [f"From `{where}` (`.venv/bin/python benchmarks/bench_lenet_roofline.py`): "
-             f"{m['cpu']}{_suite().isa(m)}, {r['threads']} threads, fp32, channels-last.", "",
-             "| batch | whole step img/s | % of fp32 peak | kernels' share of the step | ceiling: kernels alone "
-             "| first pool + ReLU (fwd + bwd) |", "|---:|---:|---:|---:|---:|---:|"]
-    for run in r["runs"]:
-        s, k = run["step"], run["kernels"]
-        pool_ms = _suite().pool_as_run(run["pool1"])[1]
-        lines.append(f"| {run['batch']} | {s['images_per_second']:,.0f} | {100 * s['fraction_of_peak']:.0f}% | "
-                     f"{100 * k['share_of_step']:.0f}% | {100 * k['ceiling_fraction_of_peak']:.0f}% of peak, "
-                     f"{k['images_per_second']:,.0f} img/s | {pool_ms:.2f} ms ({100 * pool_ms / s['ms']:.0f}%) |")
+    """What LeNet-5's own layers allow (``benchmarks/bench_lenet_roofline.py``), machine by machine
+    (the main run's first) and batch by batch."""
+    import json
+
+    main = Path(MAIN_RESULTS).name
+    paths = sorted(_suite().result_paths("lenet_roofline"), key=lambda p: p.parent.name != main)
+    lines = ["From `benchmarks/results/<machine>/lenet_roofline.md` (`.venv/bin/python "
+             "benchmarks/bench_lenet_roofline.py`): 2 threads, fp32, channels-last, the kernels the step runs.", "",
+             "| machine | batch | whole step img/s | % of fp32 peak | kernels' share of the step "
+             "| ceiling: kernels alone | first pool + ReLU (fwd + bwd) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for path in paths:
+        r = json.loads(path.read_text())
+        where = f"{r['machine']['cpu']}{_suite().isa(r['machine'])}, {r['threads']} threads"
+        for run in r["runs"]:
+            s, k = run["step"], run["kernels"]
+            pool_ms = _suite().pool_as_run(run["pool1"])[1]
+            lines.append(f"| {where} | {run['batch']} | {s['images_per_second']:,.0f} | "
+                         f"{100 * s['fraction_of_peak']:.0f}% | {100 * k['share_of_step']:.0f}% | "
+                         f"{100 * k['ceiling_fraction_of_peak']:.0f}% of peak, {k['images_per_second']:,.0f} img/s | "
+                         f"{pool_ms:.2f} ms ({100 * pool_ms / s['ms']:.0f}%) |")
     return "\n".join(lines)
 
 
@@ -292,7 +300,7 @@ def sections() -> dict[str, Callable[[Link], str]]:
         "degradation-cpu": degradation_headline,
         "benchmarks": lambda link: benchmarks_section(MAIN_RESULTS, MAIN_COMMAND),
         "benchmarks-headline": benchmarks_headline,
-        "benchmarks-avx512": lambda link: benchmarks_section(AVX512_RESULTS),
+        "benchmarks-avx2": lambda link: benchmarks_section(OTHER_RESULTS, OTHER_COMMAND),
         "lenet-roofline": lambda link: roofline_section(),
         "models": lambda link: format_models_table(list(_models()), markdown=True),
         "models-short": lambda link: models_short(),
