@@ -39,7 +39,7 @@ from torch import nn
 from classicnets import create_model, native
 from classicnets.device import autocast_dtype
 from classicnets.memory import keep_freed_memory
-from classicnets.models.conv import Conv2d, gray_forward, gray_weight_grads, input_grad
+from classicnets.models.conv import Conv2d, gray_forward, gray_weight_grads, native_input_backward
 from classicnets.models.max_pool import MaxPool2d
 from classicnets.report import machine_info
 from classicnets.train import TrainConfig, make_optimizer, train_step
@@ -90,9 +90,7 @@ def layer_kernels(layer: nn.Module, in_shape: tuple[int, ...], needs_input_grad:
             shape += " (native kernel)"
         elif path == "input_grad":
             def backward():  # oneDNN's weight and bias gradients, the native input gradient
-                weights = torch.ops.aten.convolution_backward(grad, x, w, [c_out], [1, 1], [0, 0], [1, 1], False,
-                                                              [0, 0], 1, [False, True, True])
-                return input_grad(grad, w), weights[1], weights[2]
+                return native_input_backward(grad, x, w, has_bias=True)
             shape += " (native input gradient)"
     else:
         x = torch.randn(in_shape)

@@ -220,7 +220,7 @@ def peers_section(results: dict) -> list[str]:
     dead = [f"- {name}: {title(k, peers['versions'])}'s median run did not learn (it ends at "
             f"{100 * w['median_test_accuracy'][k]:.1f}%), so the goals measure against the fastest peer that did."
             for name, w in results["training"].items() for k in w.get("peers_that_did_not_learn", [])]
-    lines += [""] + dead if dead else []
+    lines += ([""] + dead) if dead else []
     lines += [""] + [f"- {title(k, None)}: skipped, {why}." for k, why in peers["skipped"].items()]
     return lines + peer_inference_lines(results) + [""]
 

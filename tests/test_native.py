@@ -41,19 +41,25 @@ def native_calls(monkeypatch) -> list:
     return calls
 
 
+@contextlib.contextmanager
+def on_threads(threads: int | None):
+    """torch on ``threads`` threads inside the block (None: as it is), as before after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def both_ways(x: torch.Tensor, grad: torch.Tensor, threads: int | None = None):
     """(output, input gradient) from torch's max_pool2d and from the native layer."""
     out = []
     for layer in (lambda t: F.max_pool2d(t, 2), MaxPool2d(2)):
         t = x.detach().clone().requires_grad_()
-        before = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
-        try:
+        with on_threads(threads):
             y = layer(t)
             y.backward(grad)
-        finally:
-            torch.set_num_threads(before)
         out.append((y.detach(), t.grad))
     return out
 

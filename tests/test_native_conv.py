@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from classicnets import create_model, native
 from classicnets.models import conv
 from classicnets.models.conv import Conv2d
-from test_native import with_and_without
+from test_native import on_threads, with_and_without
 
 CL = torch.channels_last
 needs_native = pytest.mark.skipif(native.library("gray_conv") is None,
@@ -36,21 +36,24 @@ def conv_calls(monkeypatch) -> list:
     return calls_of(conv._GrayConv, monkeypatch)
 
 
-def native_and_reference(x, weight, bias, grad, threads=None):
-    """The layer's output and weight/bias gradients, and the same in float64 (the reference), and
-    each value's scale: the same sums over absolute values, which bound float32 rounding."""
-    layer = Conv2d(1, weight.shape[0], weight.shape[-1], bias=bias is not None).to(memory_format=CL)
+def conv_layer(weight: torch.Tensor, bias: torch.Tensor | None) -> Conv2d:
+    """A channels-last ``Conv2d`` (as lenet5 trains) holding ``weight`` and ``bias``."""
+    co, ci, k, _ = weight.shape
+    layer = Conv2d(ci, co, k, bias=bias is not None).to(memory_format=CL)
     with torch.no_grad():
         layer.weight.copy_(weight)
         if bias is not None:
             layer.bias.copy_(bias)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
+    return layer
+
+
+def native_and_reference(x, weight, bias, grad, threads=None):
+    """The layer's output and weight/bias gradients, and the same in float64 (the reference), and
+    each value's scale: the same sums over absolute values, which bound float32 rounding."""
+    layer = conv_layer(weight, bias)
+    with on_threads(threads):
         y = layer(x)
         y.backward(grad)
-    finally:
-        torch.set_num_threads(before)
     got = [y.detach(), layer.weight.grad] + ([layer.bias.grad] if bias is not None else [])
     x64, g64 = x.double(), grad.double()
     w64 = weight.double().requires_grad_()
@@ -217,18 +220,10 @@ def input_grad_calls(monkeypatch) -> list:
 def input_grads_and_reference(x, weight, bias, grad, threads=None):
     """The layer's input, weight and bias gradients (``x`` needs a gradient: the native input
     gradient runs), the float64 ones, and each one's scale (the sums over absolute values)."""
-    layer = Conv2d(x.shape[1], weight.shape[0], weight.shape[-1], bias=bias is not None).to(memory_format=CL)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias)
+    layer = conv_layer(weight, bias)
     x = x.detach().contiguous(memory_format=CL).requires_grad_()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
+    with on_threads(threads):
         layer(x).backward(grad)
-    finally:
-        torch.set_num_threads(before)
     got = [x.grad, layer.weight.grad] + ([layer.bias.grad] if bias is not None else [])
     x64, w64, g64 = x.detach().double().requires_grad_(), weight.double().requires_grad_(), grad.double()
     b64 = None if bias is None else bias.double().requires_grad_()

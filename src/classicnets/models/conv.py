@@ -24,7 +24,6 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from .. import native
-from .max_pool import tracing
 
 _CL = torch.channels_last
 
@@ -41,7 +40,7 @@ def gray_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     bias = None if bias is None else bias.detach().contiguous()
     out = torch.empty((n, c, h - k + 1, w - k + 1), memory_format=_CL)
     native.library("gray_conv").conv_gray_forward(x.data_ptr(), weight.data_ptr(), _address(bias), out.data_ptr(),
-                                             n, h, w, k, c, torch.get_num_threads())
+                                                  n, h, w, k, c, torch.get_num_threads())
     return out
 
 
@@ -94,16 +93,23 @@ class _NativeInputGrad(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         x, weight = ctx.saved_tensors
-        need_input, need_weight, need_bias = ctx.needs_input_grad
-        grad_out = grad_out.contiguous(memory_format=_CL)
-        grad_weight = grad_bias = grad_input = None
-        if need_weight or need_bias:
-            _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [0, 0], [1, 1], False,
-                [0, 0], 1, [False, need_weight, need_bias])
-        if need_input:
-            grad_input = input_grad(grad_out, weight)
-        return grad_input, grad_weight, grad_bias
+        return native_input_backward(grad_out, x, weight, ctx.has_bias, ctx.needs_input_grad)
+
+
+def native_input_backward(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, has_bias: bool,
+                          needs: tuple[bool, bool, bool] = (True, True, True)) -> tuple:
+    """(input, weight, bias gradients; None where ``needs`` says no) of a stride-1 unpadded
+    convolution: oneDNN's weight and bias gradients, the native input gradient."""
+    need_input, need_weight, need_bias = needs
+    grad_out = grad_out.contiguous(memory_format=_CL)
+    grad_weight = grad_bias = grad_input = None
+    if need_weight or need_bias:
+        _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+            grad_out, x, weight, [weight.shape[0]] if has_bias else None, [1, 1], [0, 0], [1, 1], False,
+            [0, 0], 1, [False, need_weight, need_bias])
+    if need_input:
+        grad_input = input_grad(grad_out, weight)
+    return grad_input, grad_weight, grad_bias
 
 
 def input_grad(grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -138,7 +144,7 @@ class Conv2d(nn.Conv2d):
         k = self.kernel_size
         plain = (self.groups == 1 and k[0] == k[1] and tuple(self.stride) == (1, 1) and tuple(self.dilation) == (1, 1)
                  and self.padding in ((0, 0), "valid") and self.padding_mode == "zeros")
-        if not plain or tracing() or x.dim() != 4 or min(x.shape) == 0 or x.shape[2] < k[0] or x.shape[3] < k[0]:
+        if not plain or native.being_traced() or x.dim() != 4 or min(x.shape) == 0 or min(x.shape[2:]) < k[0]:
             return None
         weight = self.weight
         if not (x.device.type == weight.device.type == "cpu" and x.dtype == weight.dtype == torch.float32):

@@ -29,7 +29,7 @@ class _MaxPool2x2(torch.autograd.Function):
         out = torch.empty((n, c, h // 2, w // 2), memory_format=_CL)
         winner = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8, memory_format=_CL)
         native.library("pool").pool2x2_forward(x.data_ptr(), out.data_ptr(), winner.data_ptr(), n, h, w, c,
-                                         torch.get_num_threads())
+                                               torch.get_num_threads())
         ctx.save_for_backward(winner)
         ctx.input_hw = (h, w)
         return out
@@ -42,8 +42,8 @@ class _MaxPool2x2(torch.autograd.Function):
         h, w = ctx.input_hw
         grad_out = grad_out.contiguous(memory_format=_CL)
         grad_in = torch.empty((n, c, h, w), memory_format=_CL)
-        native.library("pool").pool2x2_backward(grad_out.data_ptr(), winner.data_ptr(), grad_in.data_ptr(), n, h, w, c,
-                                          torch.get_num_threads())
+        native.library("pool").pool2x2_backward(grad_out.data_ptr(), winner.data_ptr(), grad_in.data_ptr(),
+                                                n, h, w, c, torch.get_num_threads())
         return grad_in
 
 
@@ -64,13 +64,8 @@ class MaxPool2d(nn.MaxPool2d):
                 and _pair(self.dilation) == (1, 1) and not self.ceil_mode and not self.return_indices)
 
 
-def tracing() -> bool:
-    """Being traced, scripted, compiled or exported: those cannot follow a ctypes call."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
-
-
 def _native_input(x: torch.Tensor) -> bool:
-    if tracing():
+    if native.being_traced():
         return False
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.numel() > 0 and x.shape[1] > 1
             and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0 and x.is_contiguous(memory_format=_CL)

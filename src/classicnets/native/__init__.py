@@ -30,7 +30,6 @@ why, and the layers run PyTorch's kernels: slower, with the same results (to rou
 convolution).
 """
 
-
 from __future__ import annotations
 
 import contextlib
@@ -188,6 +187,12 @@ def library(kernel: str) -> ctypes.CDLL | None:
     """The loaded kernels for ``kernel`` (one of :data:`KERNELS`), built on first use; None where
     they cannot run here (see :func:`status`) or inside :func:`turned_off` naming it."""
     return None if kernel in _turned_off else _loaded()[0]
+
+
+def being_traced() -> bool:
+    """Whether torch is tracing, scripting, compiling or exporting: those cannot follow a ctypes
+    call, so the layers run PyTorch's kernels then."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 def status() -> str:

@@ -169,24 +169,35 @@ void conv_gray_forward(const float *x, const float *weight, const float *bias, f
 }
 
 /* The weight gradient turns the layout around: an output row's gradient is first transposed to
-   (c, wo), zero-padded to whole registers, so that for each tap a register holds 8 consecutive
+   (c, wo), zero-padded to nv whole registers, so that for each tap a register holds 8 consecutive
    positions of one channel and the input it meets is a plain load of 8 consecutive input values
-   (no lane permutation per tap). sums[((tap * c) + ch) * 8 + l] collects the products of lane l. */
-static inline __attribute__((always_inline)) void weight_grad_row(
-    const Shape *s, const float *in, const float *grad, float *sums, float *bias_sums, float *transposed,
-    const int NV)
+   (no lane permutation per tap). sums[((tap * c) + ch) * 8 + l] collects the products of lane l.
+
+   transpose_row writes the transposed row, adds it to the bias sums, and returns the lanes of the
+   row's last register that lie inside the row (a load of the input must read no further). */
+static inline __attribute__((always_inline)) __m256i transpose_row(
+    const Shape *s, const float *grad, float *bias_sums, float *transposed, int64_t nv)
 {
-    const int64_t wo = s->wo, c = s->c, k = s->k, w = s->w, stride = NV * 8;
+    const int64_t wo = s->wo, c = s->c, stride = nv * 8;
     for (int64_t x = 0; x < wo; x++)
         for (int64_t ch = 0; ch < c; ch++) transposed[ch * stride + x] = grad[x * c + ch];
     for (int64_t ch = 0; ch < c; ch++) {
         __m256 sum = _mm256_loadu_ps(bias_sums + ch * 8);
-        for (int v = 0; v < NV; v++) sum = _mm256_add_ps(sum, _mm256_loadu_ps(transposed + ch * stride + v * 8));
+        for (int64_t v = 0; v < nv; v++)
+            sum = _mm256_add_ps(sum, _mm256_loadu_ps(transposed + ch * stride + v * 8));
         _mm256_storeu_ps(bias_sums + ch * 8, sum);
     }
-    int32_t lanes[8];  /* the last register's positions that lie inside the row */
-    for (int l = 0; l < 8; l++) lanes[l] = 8 * (NV - 1) + l < wo ? -1 : 0;
-    const __m256i last = _mm256_loadu_si256((const __m256i *)lanes);
+    int32_t lanes[8];
+    for (int l = 0; l < 8; l++) lanes[l] = 8 * (nv - 1) + l < wo ? -1 : 0;
+    return _mm256_loadu_si256((const __m256i *)lanes);
+}
+
+static inline __attribute__((always_inline)) void weight_grad_row(
+    const Shape *s, const float *in, const float *grad, float *sums, float *bias_sums, float *transposed,
+    const int NV)
+{
+    const int64_t c = s->c, k = s->k, w = s->w, stride = NV * 8;
+    const __m256i last = transpose_row(s, grad, bias_sums, transposed, NV);
     for (int64_t ky = 0; ky < k; ky++)
         for (int64_t kx = 0; kx < k; kx++) {
             const float *run = in + ky * w + kx;
@@ -207,16 +218,8 @@ static inline __attribute__((always_inline)) void weight_grad_row(
 static void weight_grad_wide_row(const Shape *s, const float *in, const float *grad, float *sums, float *bias_sums,
                                  float *transposed, int64_t nv)
 {
-    const int64_t wo = s->wo, c = s->c, k = s->k, w = s->w, stride = nv * 8;
-    for (int64_t x = 0; x < wo; x++)
-        for (int64_t ch = 0; ch < c; ch++) transposed[ch * stride + x] = grad[x * c + ch];
-    for (int64_t ch = 0; ch < c; ch++)
-        for (int64_t v = 0; v < nv; v++)
-            _mm256_storeu_ps(bias_sums + ch * 8, _mm256_add_ps(_mm256_loadu_ps(bias_sums + ch * 8),
-                                                               _mm256_loadu_ps(transposed + ch * stride + v * 8)));
-    int32_t lanes[8];
-    for (int l = 0; l < 8; l++) lanes[l] = 8 * (nv - 1) + l < wo ? -1 : 0;
-    const __m256i last = _mm256_loadu_si256((const __m256i *)lanes), all = _mm256_set1_epi32(-1);
+    const int64_t c = s->c, k = s->k, w = s->w, stride = nv * 8;
+    const __m256i last = transpose_row(s, grad, bias_sums, transposed, nv), all = _mm256_set1_epi32(-1);
     for (int64_t ky = 0; ky < k; ky++)
         for (int64_t kx = 0; kx < k; kx++) {
             const float *run = in + ky * w + kx;

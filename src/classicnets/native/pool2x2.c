@@ -132,6 +132,6 @@ void pool2x2_backward(const float *grad_out, const uint8_t *winner, float *grad_
     SPLIT_ROWS(backward_rows(grad_out, winner, grad_in, first, last, h, w, c))
 }
 
-/* The build checks that the library it loads is this one. */
-/* The version of every kernel's calling convention in the library (ABI_VERSION in __init__.py). */
+/* The version of every kernel's calling convention in the library (ABI_VERSION in __init__.py): the
+   build checks that the library it loads is this one. */
 int classicnets_native_abi_version(void) { return 2; }
