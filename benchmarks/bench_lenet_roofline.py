@@ -29,6 +29,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,6 +41,7 @@ from classicnets import create_model, native
 from classicnets.device import autocast_dtype
 from classicnets.memory import keep_freed_memory
 from classicnets.models.conv import Conv2d, gray_forward, gray_weight_grads, native_input_backward
+from classicnets.models.fused import first_block
 from classicnets.models.max_pool import MaxPool2d
 from classicnets.report import machine_info
 from classicnets.train import TrainConfig, make_optimizer, train_step
@@ -87,7 +89,7 @@ def layer_kernels(layer: nn.Module, in_shape: tuple[int, ...], needs_input_grad:
 
             def backward():
                 return None, *gray_weight_grads(x, grad, w.shape, True)
-            shape += " (native kernel)"
+            shape += " (native kernel, in the step fused with pool1 and its ReLU)" if FUSED else " (native kernel)"
         elif path == "input_grad":
             def backward():  # oneDNN's weight and bias gradients, the native input gradient
                 return native_input_backward(grad, x, w, has_bias=True)
@@ -159,9 +161,35 @@ def native_pool_relu(x):
 
 
 _NATIVE_POOL = MaxPool2d(2)
-# The pooling alternative the training step uses: the native kernel, unless it cannot be built here.
-AS_RUN = ("native 2x2 max pool, channels-last (what the step runs)" if native.library("pool") is not None
-          else "max_pool2d, channels-last (what the step runs: the native kernel is unavailable)")
+# The pooling the training step runs: inside conv1's fused kernel (models/fused.py), else the
+# native kernel, else PyTorch's.
+NATIVE_POOL_ROW = "native 2x2 max pool, then ReLU, channels-last"
+FUSED = native.library("fused_blocks") is not None and native.library("gray_conv") is not None
+if FUSED:
+    AS_RUN = "inside conv1's fused native kernel (what the step runs): the fused block less conv1 alone"
+elif native.library("pool") is not None:
+    AS_RUN = NATIVE_POOL_ROW + " (what the step runs)"
+else:
+    AS_RUN = "max_pool2d, channels-last (what the step runs: the native kernel is unavailable)"
+
+
+def fused_block_less_conv(batch: int) -> tuple[Callable, Callable]:
+    """Forward and backward of lenet5's first block fused (conv1, pool, ReLU in one kernel) and of
+    conv1 alone (its native kernels), as the step runs them: their difference is what the pool and
+    ReLU cost inside the fused kernel."""
+    conv = create_model("lenet5").to(memory_format=CL).features.conv1
+    x = torch.randn(batch, 1, 32, 32).contiguous(memory_format=CL)
+    grad = torch.randn(batch, 6, 14, 14).contiguous(memory_format=CL)
+    conv_grad = torch.randn(batch, 6, 28, 28).contiguous(memory_format=CL)
+
+    def fused_block():
+        first_block(x, conv).backward(grad)
+        conv.zero_grad(set_to_none=True)
+
+    def conv_alone():
+        conv(x).backward(conv_grad)
+        conv.zero_grad(set_to_none=True)
+    return fused_block, conv_alone
 
 
 def pooling_alternatives(in_shape: tuple[int, ...], compile_: bool) -> dict:
@@ -177,7 +205,7 @@ def pooling_alternatives(in_shape: tuple[int, ...], compile_: bool) -> dict:
             x.grad = None
         return run
     out = {
-        AS_RUN: block(native_pool_relu, CL),
+        AS_RUN if AS_RUN.startswith(NATIVE_POOL_ROW) else NATIVE_POOL_ROW: block(native_pool_relu, CL),
         "max_pool2d, channels-last (PyTorch's kernel)": block(pool_relu, CL),
         "max_pool2d, default layout": block(pool_relu, torch.contiguous_format),
         "strided maxima, hand-written backward, channels-last": block(
@@ -244,6 +272,8 @@ def measure(batch: int, args) -> dict:
     alternatives = pooling_alternatives(pool_shape, compile_=not args.no_compile)
     for name, fn in alternatives.items():
         fns[f"pool/{name}"] = fn
+    if FUSED:
+        fns["pool/fused block"], fns["pool/conv1 alone"] = fused_block_less_conv(batch)
     # The layer kernels record no graph (their tensors are detached); the step and the pooling
     # alternatives do, as training does.
     times = time_rounds(fns, args.rounds, args.target_s)
@@ -266,6 +296,9 @@ def measure(batch: int, args) -> dict:
                      "mm_forward_gflops": 2 * i["macs"] / mf / 1e9,
                      "mm_backward_gflops": 2 * i["backward_macs"] / mb / 1e9})
     step_s = med["step"]
+    pool_ms = {name: 1e3 * med[f"pool/{name}"] for name in alternatives}
+    if FUSED:
+        pool_ms = {AS_RUN: 1e3 * (med["pool/fused block"] - med["pool/conv1 alone"]), **pool_ms}
     return {
         "batch": batch,
         "peak_gflops": peak,
@@ -278,8 +311,7 @@ def measure(batch: int, args) -> dict:
                     "computed_gflops": done_flops / kernel_s / 1e9,
                     "ceiling_fraction_of_peak": step_flops / kernel_s / 1e9 / peak},
         "matmul_form": {"ms": 1e3 * mm_s, "ceiling_fraction_of_peak": step_flops / mm_s / 1e9 / peak},
-        "pool1": {"input_shape": list(pool_shape), "as_run": AS_RUN,
-                  "alternatives_ms": {name: 1e3 * med[f"pool/{name}"] for name in alternatives}},
+        "pool1": {"input_shape": list(pool_shape), "as_run": AS_RUN, "alternatives_ms": pool_ms},
         "rounds": args.rounds,
         "all_seconds": {k: v for k, v in times.items() if k in ("step", "peak")},
     }

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from common import isa, timed_epoch, write_results  # benchmarks/*.py (scripts run from this folder)
+from goals import ALL_KEPT, NATIVE_ALL, NATIVE_CONV, NATIVE_FUSED, NATIVE_POOL
 from torch import nn
 
 from classicnets import native
@@ -240,11 +241,6 @@ class Variant:
         return seen, seconds
 
 
-NATIVE_POOL = "all kept ideas + the native 2x2 max pool"
-NATIVE_CONV = "all kept ideas + the native max pool and one-channel convolution"
-NATIVE_ALL = "all kept ideas + the native pool, conv1 and conv2's input gradient"
-
-
 def variants(compile_modes: list[str]) -> list[Variant]:
     out = [
         Variant("reference (plain step)", note="the baseline every idea is compared with"),
@@ -267,7 +263,7 @@ def variants(compile_modes: list[str]) -> list[Variant]:
                 note="against the reference; compare with the channels_last row for this idea's share"),
         Variant("no NaN fill of new tensors", fill_memory=False,
                 note="deterministic mode's debugging fill (`torch.utils.deterministic`); kernels unchanged"),
-        Variant("all kept ideas together", model=pool_first_model, channels_last=True, fused=True,
+        Variant(ALL_KEPT, model=pool_first_model, channels_last=True, fused=True,
                 item_check=False, fill_memory=False, exact=False,
                 note="with PyTorch's max pool kernel, as every row above"),
         Variant(NATIVE_POOL, model=pool_first_model, channels_last=True, fused=True, item_check=False,
@@ -277,9 +273,12 @@ def variants(compile_modes: list[str]) -> list[Variant]:
                 fill_memory=False, native=("pool", "gray_conv"), exact=False,
                 note="conv1 (one-channel images) agrees with oneDNN to rounding; compare with the native pool's row"),
         Variant(NATIVE_ALL, model=pool_first_model, channels_last=True, fused=True, item_check=False,
+                fill_memory=False, native=("pool", "gray_conv", "input_grad"), exact=False,
+                note="conv2's input gradient agrees with oneDNN to rounding; compare with the row above"),
+        Variant(NATIVE_FUSED, model=pool_first_model, channels_last=True, fused=True, item_check=False,
                 fill_memory=False, native=native.KERNELS, exact=False,
-                note="what classicnets.train runs; conv2's input gradient agrees with oneDNN to rounding; compare "
-                     "with the row above"),
+                note="what classicnets.train runs; the same values and gradients as the row above, bit for bit; "
+                     "compare with it"),
         Variant("all kept ideas + bf16 autocast", model=pool_first_model, channels_last=True, fused=True,
                 item_check=False, fill_memory=False, bf16=True, exact=False,
                 note="bfloat16 convolutions and linear layers; compare with the row above"),
@@ -368,12 +367,14 @@ KEPT = {
     "max pool before ReLU, channels_last": "**yes** (both)",
     "no NaN fill of new tensors": "**yes**: `classicnets.train` turns the fill off (the algorithms stay "
                                   "deterministic)",
-    "all kept ideas together": "-",
+    ALL_KEPT: "-",
     NATIVE_POOL: "**yes**: `lenet5`'s `MaxPool2d` runs `classicnets.native`'s kernel on CPU (channels-last float32)",
     NATIVE_CONV: "**yes**: `lenet5`'s first `Conv2d` runs `classicnets.native`'s kernel on CPU (one-channel "
                  "float32 images, channels-last)",
     NATIVE_ALL: "**yes**: `lenet5`'s second `Conv2d` takes its input gradient from `classicnets.native` on CPU "
                 "(channels-last float32)",
+    NATIVE_FUSED: "**yes**: `lenet5` runs conv1, its pool and ReLU as one native kernel, and conv2's pool and ReLU "
+                  "as another (CPU, channels-last float32; the layers stay separate modules)",
     "all kept ideas + bf16 autocast": "no: LeNet-5 stays fp32 (see the notes)",
     "all kept ideas + conv2's input gradient in the default layout": "no: inside the noise against everything kept "
                                                                      "(compare the rows), one more autograd function",

@@ -289,9 +289,11 @@ def step_ideas_evidence(machine: str | None = None) -> str:
             f"({r['machine']['cpu']}{isa(r['machine'])}; {result_md(path)})")
 
 
-NATIVE_POOL = "all kept ideas + the native 2x2 max pool"  # bench_lenet_step.py's rows
+# bench_lenet_step.py's rows of the native kernels, each on top of the one before
+NATIVE_POOL = "all kept ideas + the native 2x2 max pool"
 NATIVE_CONV = "all kept ideas + the native max pool and one-channel convolution"
 NATIVE_ALL = "all kept ideas + the native pool, conv1 and conv2's input gradient"
+NATIVE_FUSED = "all kept ideas + the native kernels, each block's pool and ReLU fused"
 
 
 def native_kernel_evidence(row: str, baseline: str, machine: str | None = None) -> str:

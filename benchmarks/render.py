@@ -10,6 +10,7 @@ from goals import (
     ALL_KEPT,
     NATIVE_ALL,
     NATIVE_CONV,
+    NATIVE_FUSED,
     NATIVE_POOL,
     cuda_evidence,
     evaluate_goals,
@@ -367,6 +368,11 @@ def decisions_section(results: dict, machine: str | None = None) -> list[str]:
          "gradient stay oneDNN's; agrees with it to float32 rounding)",
          "**kept** (CPU, channels-last float32, up to 8 input channels; PyTorch's kernel elsewhere)",
          native_kernel_evidence(NATIVE_ALL, NATIVE_CONV, machine)),
+        ("LeNet-5's conv - max pool - ReLU blocks with their pool and ReLU fused (`classicnets.models.fused`: "
+         "conv1, its pool and ReLU as one native kernel each way, conv2's pool and ReLU as another; the same "
+         "values and gradients bit for bit)",
+         "**kept** (CPU, channels-last float32, no hook on the block's layers; the layers one by one elsewhere)",
+         native_kernel_evidence(NATIVE_FUSED, NATIVE_ALL, machine)),
         ("LeNet-5's first max pool + ReLU another way: default layout, strided maxima with a hand-written "
          "backward, `torch.compile`", "not kept", pooling_evidence(machine)),
         ("LeNet-5: conv2's input gradient in the default layout (the rest channels-last); conv1 and the first "

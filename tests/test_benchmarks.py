@@ -516,12 +516,18 @@ def test_bench_lenet_roofline_quick_writes_the_layer_table(tmp_path):
     assert run["kernels"]["ceiling_fraction_of_peak"] == pytest.approx(
         flops / (kernel_ms / 1e3) / 1e9 / run["peak_gflops"])
     assert 0 < run["step"]["fraction_of_peak"] and run["kernels"]["share_of_step"] > 0
-    as_run = ("native 2x2 max pool, channels-last (what the step runs)" if native.library("pool") is not None
-              else "max_pool2d, channels-last (what the step runs: the native kernel is unavailable)")
+    if native.library("fused_blocks") is not None:
+        as_run = "inside conv1's fused native kernel (what the step runs): the fused block less conv1 alone"
+    else:
+        as_run = ("native 2x2 max pool, then ReLU, channels-last (what the step runs)" if native.library("pool")
+                  else "max_pool2d, channels-last (what the step runs: the native kernel is unavailable)")
     assert run["pool1"]["as_run"] == as_run
     assert run["pool1"]["as_run"] in run["pool1"]["alternatives_ms"]
     assert "max_pool2d, channels-last (PyTorch's kernel)" in run["pool1"]["alternatives_ms"]
-    assert len(run["pool1"]["alternatives_ms"]) == 5 and all(v > 0 for v in run["pool1"]["alternatives_ms"].values())
+    timed = dict(run["pool1"]["alternatives_ms"])
+    if native.library("fused_blocks") is not None:
+        timed.pop(run["pool1"]["as_run"])  # a difference of two timings: at this tiny batch, either sign
+    assert len(timed) == 5 and all(v > 0 for v in timed.values())
     md = (tmp_path / "lenet_roofline.md").read_text()
     assert md.startswith("# LeNet-5 training step: the ceiling") and "| features.conv2 | 6x14x14 -> 16x10x10" in md
 
@@ -541,7 +547,9 @@ def test_roofline_times_the_kernels_autograd_runs(monkeypatch):
     for i, (name, layer, shape) in enumerate(layers):
         k = layer_kernels(layer, shape, needs_input_grad=i > 0)
         # the convolutions as the step runs them: classicnets.native's kernels where they can be built
-        expected = {0: " (native kernel)", 1: " (native input gradient)"}.get(i, "")
+        fused = native.library("fused_blocks") is not None
+        expected = {0: " (native kernel, in the step fused with pool1 and its ReLU)" if fused else " (native kernel)",
+                    1: " (native input gradient)"}.get(i, "")
         if native.library("gray_conv") is None:
             expected = ""
         assert ("(native" in k["shape"]) == bool(expected) and k["shape"].endswith(expected), name
@@ -769,20 +777,23 @@ def test_lenet_step_ideas_change_only_what_train_step_is_given(monkeypatch):
     torch.testing.assert_close(weights[2], weights[0])
 
 
-@pytest.mark.skipif(native.library("conv") is None, reason=f"native kernels unavailable: {native.status()}")
+@pytest.mark.skipif(native.library("fused_blocks") is None, reason=f"native kernels unavailable: {native.status()}")
 def test_only_the_native_rows_run_the_native_kernels(monkeypatch):
     """Every other row runs PyTorch's kernels, as in the runs before the native ones, so that the
-    rows stay comparable; the native pool's row adds the pool, the last native row (what
-    classicnets.train runs) the convolution too."""
+    rows stay comparable; the native pool's row adds the pool, the next rows conv1, then conv2's
+    input gradient, and the last native row (what classicnets.train runs) fuses each block's
+    pool and ReLU (conv1's into its kernel)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import torch
-    from bench_lenet_step import NATIVE_ALL, NATIVE_CONV, NATIVE_POOL, variants
+    from bench_lenet_step import NATIVE_ALL, NATIVE_CONV, NATIVE_FUSED, NATIVE_POOL, variants
 
     from classicnets.train import TrainConfig
+    from test_fused import fused_calls
     from test_native import native_calls
     from test_native_conv import conv_calls, input_grad_calls
 
     pools, convs, grads = native_calls(monkeypatch), conv_calls(monkeypatch), input_grad_calls(monkeypatch)
+    fused = fused_calls(monkeypatch)
     torch.set_num_threads(1)  # conftest restores
     cfg = TrainConfig(model="lenet5", dataset="digits", batch_size=4).resolved()
     batches = [(torch.randn(4, 1, 32, 32), torch.randint(0, 10, (4,)))]
@@ -791,12 +802,14 @@ def test_only_the_native_rows_run_the_native_kernels(monkeypatch):
         if v.bf16 or not v.mkldnn or "unfold" in v.name:
             continue  # slow here, and in the default layout or another dtype anyway
         v.build(cfg, batches, 2, 0)
-        for calls in (pools, convs, grads):
+        for calls in (pools, convs, grads, fused):
             calls.clear()
         v.run()
-        used[v.name] = (bool(pools), bool(convs), bool(grads))
-    assert used.pop(NATIVE_POOL) == (True, False, False) and used.pop(NATIVE_CONV) == (True, True, False), used
-    assert used.pop(NATIVE_ALL) == (True, True, True), used
+        used[v.name] = (bool(pools), bool(convs), bool(grads), sorted(set(fused)))
+    assert used.pop(NATIVE_POOL) == (True, False, False, []), used
+    assert used.pop(NATIVE_CONV) == (True, True, False, []), used
+    assert used.pop(NATIVE_ALL) == (True, True, True, []), used
+    assert used.pop(NATIVE_FUSED) == (False, False, True, ["_GrayConvPoolReLU", "_PoolReLU"]), used
     assert not any(any(kernels) for kernels in used.values()), used
 
 

@@ -28,7 +28,7 @@ class _MaxPool2x2(torch.autograd.Function):
         n, c, h, w = x.shape
         out = torch.empty((n, c, h // 2, w // 2), memory_format=_CL)
         winner = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8, memory_format=_CL)
-        native.library("pool").pool2x2_forward(x.data_ptr(), out.data_ptr(), winner.data_ptr(), n, h, w, c,
+        native.library("pool").pool2x2_forward(x.data_ptr(), out.data_ptr(), winner.data_ptr(), n, h, w, c, 0,
                                                torch.get_num_threads())
         ctx.save_for_backward(winner)
         ctx.input_hw = (h, w)
@@ -42,7 +42,7 @@ class _MaxPool2x2(torch.autograd.Function):
         h, w = ctx.input_hw
         grad_out = grad_out.contiguous(memory_format=_CL)
         grad_in = torch.empty((n, c, h, w), memory_format=_CL)
-        native.library("pool").pool2x2_backward(grad_out.data_ptr(), winner.data_ptr(), grad_in.data_ptr(),
+        native.library("pool").pool2x2_backward(grad_out.data_ptr(), winner.data_ptr(), None, grad_in.data_ptr(),
                                                 n, h, w, c, torch.get_num_threads())
         return grad_in
 
@@ -55,7 +55,7 @@ class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` with the native 2x2/stride-2 kernel where it applies (see the module)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._native_shape() and _native_input(x):
+        if self._native_shape() and native_input(x):
             return _MaxPool2x2.apply(x)
         return super().forward(x)
 
@@ -64,7 +64,8 @@ class MaxPool2d(nn.MaxPool2d):
                 and _pair(self.dilation) == (1, 1) and not self.ceil_mode and not self.return_indices)
 
 
-def _native_input(x: torch.Tensor) -> bool:
+def native_input(x: torch.Tensor) -> bool:
+    """Whether the native kernel can pool ``x`` (a 2x2 window with stride 2 given)."""
     if native.being_traced():
         return False
     return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.numel() > 0 and x.shape[1] > 1

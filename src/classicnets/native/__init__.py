@@ -1,8 +1,8 @@
 """Native CPU kernels for the few layers whose PyTorch CPU kernels waste most of their time.
 
 Three so far, all for LeNet-5's first layers, where PyTorch's kernels leave part of an 8-lane AVX2
-register idle because the layers have 6 channels (``benchmarks/results/<machine>/lenet_step_ideas.md``
-has the whole step with and without each):
+register idle because the layers have 6 channels, and fused forms of them for LeNet-5's blocks
+(``benchmarks/results/<machine>/lenet_step_ideas.md`` has the whole step with and without each):
 
 * ``pool2x2.c``: 2x2 max pooling with stride 2 on channels-last float32 tensors. PyTorch's
   channels-last max pool vectorises over channels, 8 at a time; with 6, every value goes through
@@ -15,6 +15,9 @@ has the whole step with and without each):
 * ``conv_input_grad.c``: the input gradient of a convolution onto at most 8 channels (stride 1,
   no padding), channels-last: LeNet-5's conv2 sends its gradient back onto 6 maps. Also to
   rounding, and the same bits whatever the thread count.
+* fused (``classicnets.models.fused``): the pool with a ReLU after it (``pool2x2.c``'s ``relu``),
+  and conv1 with its pool and ReLU in one pass each way (``conv_gray.c``), with the bits of the
+  layers run one by one.
 
 How: the first use in a process compiles the sources with the machine's C compiler (``$CC``,
 else ``cc``; about a second) into one library in ``<cache>/native/`` (``$CLASSICNETS_CACHE``, else
@@ -44,12 +47,15 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch.utils import _python_dispatch
 
 SOURCES = [Path(__file__).with_name(name) for name in ("pool2x2.c", "conv_gray.c", "conv_input_grad.c")]
-HEADERS = [Path(__file__).with_name("threads.h")]  # included by the sources: part of the library's hash
-ABI_VERSION = 2  # classicnets_native_abi_version() in pool2x2.c: a library that answers otherwise is rebuilt
-# What turned_off() can name: the max pool, the one-channel convolution, a convolution's input gradient.
-KERNELS = ("pool", "gray_conv", "input_grad")
+# included by the sources: part of the library's hash
+HEADERS = [Path(__file__).with_name(name) for name in ("threads.h", "pool2x2.h")]
+ABI_VERSION = 3  # classicnets_native_abi_version() in pool2x2.c: a library that answers otherwise is rebuilt
+# What turned_off() can name: the max pool, the one-channel convolution, a convolution's input
+# gradient, and lenet5's blocks with their pool and ReLU fused (classicnets.models.fused).
+KERNELS = ("pool", "gray_conv", "input_grad", "fused_blocks")
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fPIC", "-shared", "-std=c11"]
 
 
@@ -111,11 +117,13 @@ def _load(path: Path) -> ctypes.CDLL:
         raise OSError(f"{path} is another version of the kernels")
     c_ptr, c_i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     signatures = {
-        "pool2x2_forward": ([c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int], None),
-        "pool2x2_backward": ([c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int], None),
+        "pool2x2_forward": ([c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int, c_int], None),
+        "pool2x2_backward": ([c_ptr, c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_int], None),
         "conv_gray_supports": ([c_i64, c_i64], c_int),
         "conv_gray_forward": ([c_ptr, c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_i64, c_int], None),
         "conv_gray_weight_grad": ([c_ptr, c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_i64, c_int], c_int),
+        "conv_gray_pool_relu_forward": ([c_ptr] * 5 + [c_i64] * 5 + [c_int], c_int),
+        "conv_gray_pool_relu_weight_grad": ([c_ptr] * 6 + [c_i64] * 5 + [c_int], c_int),
         "conv_input_grad_supports": ([c_i64, c_i64], c_int),
         "conv_input_grad": ([c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_i64, c_i64, c_int], c_int),
     }
@@ -190,9 +198,11 @@ def library(kernel: str) -> ctypes.CDLL | None:
 
 
 def being_traced() -> bool:
-    """Whether torch is tracing, scripting, compiling or exporting: those cannot follow a ctypes
-    call, so the layers run PyTorch's kernels then."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+    """Whether torch is tracing, scripting, compiling or exporting, or a dispatch mode watches
+    the operators (``FlopCounterMode`` counting multiply-adds, fake tensors): none of those can
+    follow a ctypes call, so the layers run PyTorch's kernels then."""
+    return (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
+            or _python_dispatch._get_current_dispatch_mode() is not None)
 
 
 def status() -> str:

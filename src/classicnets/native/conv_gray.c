@@ -21,9 +21,11 @@
    The sums run in another order than oneDNN's, so results agree with PyTorch's to rounding,
    not bit for bit (tests/test_native_conv.py bounds the difference against float64). */
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <immintrin.h>
+#include "pool2x2.h"
 #include "threads.h"
 
 #ifndef __AVX2__
@@ -144,28 +146,76 @@ static void forward_tail(const Shape *s, const float *in, float *out, const floa
         }
 }
 
+/* The weights and bias spread to the lanes, once per call. */
+typedef struct {
+    float taps[MAX_K * MAX_K * MAX_V * 8], bias[MAX_V * 8];
+    const float *weight, *bias_values;
+} Spread;
+
+static const float no_bias[24] = {0};
+
+static void spread_all(const Shape *s, const float *weight, const float *bias, Spread *spread)
+{
+    spread->weight = weight;
+    spread->bias_values = bias ? bias : no_bias;
+    spread_weights(s, weight, spread->taps);
+    for (int j = 0; j < s->v; j++)
+        for (int l = 0; l < 8; l++) spread->bias[8 * j + l] = spread->bias_values[(8 * j + l) % s->c];
+}
+
+/* Output row y of image i (its wo * c values, channels-last) to `out`. */
+static void conv_row(const Shape *s, const Spread *spread, const float *x, int64_t i, int64_t y, float *out)
+{
+    const float *in = x + (i * s->h + y) * s->w;
+    switch (s->v) {  /* constants for forward_row: enough accumulators, and no spills */
+    case 1: forward_row(s, in, out, spread->taps, spread->bias, 1, 8); break;
+    case 2: forward_row(s, in, out, spread->taps, spread->bias, 2, 4); break;
+    default: forward_row(s, in, out, spread->taps, spread->bias, 3, 3); break;
+    }
+    forward_tail(s, in, out, spread->weight, spread->bias_values);
+}
+
 void conv_gray_forward(const float *x, const float *weight, const float *bias, float *y,
                        int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, int threads)
 {
     Shape s = shape_of(n, h, w, k, c, x);
-    float spread[MAX_K * MAX_K * MAX_V * 8], bias_spread[MAX_V * 8];
-    float zeros[24] = {0};
-    const float *b = bias ? bias : zeros;
-    spread_weights(&s, weight, spread);
-    for (int j = 0; j < s.v; j++)
-        for (int l = 0; l < 8; l++) bias_spread[8 * j + l] = b[(8 * j + l) % c];
+    Spread spread;
+    spread_all(&s, weight, bias, &spread);
     const int64_t rows = n * s.ho;
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *in = x + (r / s.ho * h + r % s.ho) * w;
-        float *out = y + r * s.wo * c;
-        switch (s.v) {  /* constants for forward_row: enough accumulators, and no spills */
-        case 1: forward_row(&s, in, out, spread, bias_spread, 1, 8); break;
-        case 2: forward_row(&s, in, out, spread, bias_spread, 2, 4); break;
-        default: forward_row(&s, in, out, spread, bias_spread, 3, 3); break;
+    for (int64_t r = 0; r < rows; r++) conv_row(&s, &spread, x, r / s.ho, r % s.ho, y + r * s.wo * c);
+}
+
+/* lenet5's first block in one pass: this convolution, a 2x2 max pool with stride 2, then a ReLU
+   (the order lenet5 runs them in). The convolution's output never goes to memory: each pair of
+   its rows is made in a per-thread scratch and pooled while it sits in the L1 cache. The
+   values are those of conv_gray_forward followed by pool2x2_forward with its ReLU, bit for bit.
+   ho and wo must be even. y: (n, ho / 2, wo / 2, c), channels-last; winner: each window's
+   winner, as pool2x2_forward gives it. Returns 0, or -1 when memory ran out (nothing written). */
+int conv_gray_pool_relu_forward(const float *x, const float *weight, const float *bias, float *y, uint8_t *winner,
+                                int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, int threads)
+{
+    Shape s = shape_of(n, h, w, k, c, x);
+    Spread spread;
+    spread_all(&s, weight, bias, &spread);
+    const int64_t row = s.wo * c, pooled_row = s.wo / 2 * c, pooled_rows = n * (s.ho / 2);
+    if (threads < 1) threads = 1;
+    float *scratch = malloc((size_t)(threads * 2 * row) * sizeof(float));
+    if (!scratch) return -1;
+#pragma omp parallel num_threads(threads)
+    {
+        float *pair = scratch + thread_number() * 2 * row;
+        int64_t first, last;
+        thread_share(pooled_rows, &first, &last);
+        for (int64_t r = first; r < last; r++) {
+            const int64_t i = r / (s.ho / 2), y_top = 2 * (r % (s.ho / 2));
+            conv_row(&s, &spread, x, i, y_top, pair);
+            conv_row(&s, &spread, x, i, y_top + 1, pair + row);
+            pool2x2_row(pair, pair + row, y + r * pooled_row, winner + r * pooled_row, s.wo, c, 1);
         }
-        forward_tail(&s, in, out, weight, b);
     }
+    free(scratch);
+    return 0;
 }
 
 /* The weight gradient turns the layout around: an output row's gradient is first transposed to
@@ -234,27 +284,37 @@ static void weight_grad_wide_row(const Shape *s, const float *in, const float *g
         }
 }
 
-/* grad: (n, ho, wo, c) channels-last. Writes grad_weight (c, k, k) and, if not NULL, grad_bias (c).
-   Each thread sums its rows into its own buffers; the buffers are added in thread order, so a
-   given thread count always gives the same bits. Returns 0, or -1 when memory ran out (nothing
-   written). */
-int conv_gray_weight_grad(const float *x, const float *grad, float *grad_weight, float *grad_bias,
-                          int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, int threads)
+/* The weight and bias gradients from the output gradient `grad` (n, ho, wo, c), or, where
+   `winner` is given, from the gradient of the fused block's pooled output (see
+   conv_gray_pool_relu_weight_grad): each pair of output rows is then first expanded in a
+   per-thread scratch, as pool2x2_row_backward would write it. Each thread sums its rows into its
+   own buffers; the buffers are added in thread order, so a given thread count always gives the
+   same bits, and the same bits both ways. Returns 0, or -1 when memory ran out (nothing written). */
+static int weight_grads(const float *x, const float *grad, const float *out, const uint8_t *winner,
+                        float *grad_weight, float *grad_bias, int64_t n, int64_t h, int64_t w, int64_t k, int64_t c,
+                        int threads)
 {
     Shape s = shape_of(n, h, w, k, c, x);
-    const int64_t kk = k * k, nv = (s.wo + 7) / 8, sums_size = kk * c * 8 + c * 8;
-    const int64_t per_thread = sums_size + c * nv * 8, rows = n * s.ho;
+    const int64_t kk = k * k, nv = (s.wo + 7) / 8, sums_size = kk * c * 8 + c * 8, row = s.wo * c;
+    const int64_t per_thread = sums_size + c * nv * 8 + (winner ? 2 * row : 0), rows = n * s.ho;
     if (threads < 1) threads = 1;
     float *buffers = calloc((size_t)(threads * per_thread), sizeof(float));
     if (!buffers) return -1;
 #pragma omp parallel num_threads(threads)
     {
         float *sums = buffers + thread_number() * per_thread, *bias_sums = sums + kk * c * 8;
-        float *transposed = sums + sums_size;
+        float *transposed = sums + sums_size, *expanded = transposed + c * nv * 8;
         int64_t first, last;
         thread_share(rows, &first, &last);
         for (int64_t r = first; r < last; r++) {
-            const float *in = x + (r / s.ho * h + r % s.ho) * w, *gr = grad + r * s.wo * c;
+            const float *in = x + (r / s.ho * h + r % s.ho) * w, *gr = grad + r * row;
+            if (winner) {  /* the pair of rows this one belongs to, expanded once */
+                const int64_t pooled = r / s.ho * (s.ho / 2) + r % s.ho / 2, pooled_row = s.wo / 2 * c;
+                if (r == first || r % s.ho % 2 == 0)
+                    pool2x2_row_backward(grad + pooled * pooled_row, winner + pooled * pooled_row,
+                                         out + pooled * pooled_row, expanded, expanded + row, s.wo, c);
+                gr = expanded + r % s.ho % 2 * row;
+            }
             switch (nv) {  /* constants for weight_grad_row: the row's registers stay in registers */
             case 1: weight_grad_row(&s, in, gr, sums, bias_sums, transposed, 1); break;
             case 2: weight_grad_row(&s, in, gr, sums, bias_sums, transposed, 2); break;
@@ -280,4 +340,23 @@ int conv_gray_weight_grad(const float *x, const float *grad, float *grad_weight,
     }
     free(buffers);
     return 0;
+}
+
+/* grad: (n, ho, wo, c) channels-last. Writes grad_weight (c, k, k) and, if not NULL, grad_bias (c).
+   Returns 0, or -1 when memory ran out (nothing written). */
+int conv_gray_weight_grad(const float *x, const float *grad, float *grad_weight, float *grad_bias,
+                          int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, int threads)
+{
+    return weight_grads(x, grad, NULL, NULL, grad_weight, grad_bias, n, h, w, k, c, threads);
+}
+
+/* The weight and bias gradients of the fused first block (conv_gray_pool_relu_forward): grad is
+   the gradient of its pooled output, out that output and winner its winners (all (n, ho / 2,
+   wo / 2, c), channels-last). The same bits as conv_gray_weight_grad on the gradient that
+   pool2x2_backward with its ReLU would pass back. */
+int conv_gray_pool_relu_weight_grad(const float *x, const float *grad, const float *out, const uint8_t *winner,
+                                    float *grad_weight, float *grad_bias, int64_t n, int64_t h, int64_t w, int64_t k,
+                                    int64_t c, int threads)
+{
+    return weight_grads(x, grad, out, winner, grad_weight, grad_bias, n, h, w, k, c, threads);
 }

@@ -1,0 +1,137 @@
+"""lenet5's two conv - max pool - ReLU blocks with their pool and ReLU fused, on CPU.
+
+``lenet5`` (max pooling, ReLU) runs each block as convolution, 2x2 max pool, ReLU
+(``LeNet5``'s docstring says why the pool comes first). On a channels-last float32 CPU batch
+that needs no input gradient, :mod:`classicnets.native` runs them in fewer passes:
+
+* **block 1** (one-channel images, 6 maps): the convolution, its pool and its ReLU in one
+  kernel. The convolution's 28x28 output, four times the size of what the block hands on, never
+  goes to memory: each pair of its rows is pooled while it sits in the L1 cache. The backward
+  expands the pooled gradient row by row inside the weight-gradient kernel, so the full-size
+  gradient never goes to memory either.
+* **block 2**: oneDNN's convolution (with the native input gradient, :mod:`.conv`), then the max
+  pool and ReLU in one pass.
+
+Values and gradients are those of the three layers run one by one with the native kernels, bit
+for bit (``tests/test_fused.py``), which agree with PyTorch's own to rounding (:mod:`.conv`).
+The layers stay separate modules, so a model's printout, ``state_dict`` and layer table are
+unchanged; a forward or backward hook on any of them (``classicnets summary``, ``explore``,
+the experiments' probes), tracing, a dispatch mode, or any other setting runs them one by one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn.modules import module as _module
+
+from .. import native
+from .conv import Conv2d, _address
+from .max_pool import MaxPool2d, native_input
+
+_CL = torch.channels_last
+
+
+class _GrayConvPoolReLU(torch.autograd.Function):
+    """Block 1 in one kernel each way; the image gets no gradient (it needs none)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        n, _, h, w = x.shape
+        c, _, k, _ = weight.shape
+        shape = (n, c, (h - k + 1) // 2, (w - k + 1) // 2)
+        out = torch.empty(shape, memory_format=_CL)
+        winner = torch.empty(shape, dtype=torch.uint8, memory_format=_CL)
+        weight_c = weight.detach().contiguous()
+        bias_c = None if bias is None else bias.detach().contiguous()
+        failed = native.library("fused_blocks").conv_gray_pool_relu_forward(
+            x.data_ptr(), weight_c.data_ptr(), _address(bias_c), out.data_ptr(), winner.data_ptr(), n, h, w, k, c,
+            torch.get_num_threads())
+        if failed:
+            raise MemoryError("the fused first block could not allocate its scratch rows")
+        ctx.save_for_backward(x, out, winner)
+        ctx.weight_shape = weight.shape
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, out, winner = ctx.saved_tensors
+        _, need_weight, need_bias = ctx.needs_input_grad
+        if not (need_weight or need_bias):
+            return None, None, None
+        n, _, h, w = x.shape
+        c, _, k, _ = ctx.weight_shape
+        grad_out = grad_out.contiguous(memory_format=_CL)
+        grad_weight = torch.empty(ctx.weight_shape)
+        grad_bias = torch.empty(c) if need_bias else None
+        failed = native.library("fused_blocks").conv_gray_pool_relu_weight_grad(
+            x.data_ptr(), grad_out.data_ptr(), out.data_ptr(), winner.data_ptr(), grad_weight.data_ptr(),
+            _address(grad_bias), n, h, w, k, c, torch.get_num_threads())
+        if failed:
+            raise MemoryError("the fused first block's weight gradient could not allocate its partial sums")
+        return None, grad_weight if need_weight else None, grad_bias
+
+
+class _PoolReLU(torch.autograd.Function):
+    """2x2 max pool with stride 2, then ReLU, in one pass each way (channels-last float32)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        out = torch.empty((n, c, h // 2, w // 2), memory_format=_CL)
+        winner = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8, memory_format=_CL)
+        native.library("fused_blocks").pool2x2_forward(x.data_ptr(), out.data_ptr(), winner.data_ptr(), n, h, w, c,
+                                                       1, torch.get_num_threads())
+        ctx.save_for_backward(out, winner)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
+        out, winner = ctx.saved_tensors
+        n, c, ho, wo = out.shape
+        grad_out = grad_out.contiguous(memory_format=_CL)
+        grad_in = torch.empty((n, c, 2 * ho, 2 * wo), memory_format=_CL)
+        native.library("fused_blocks").pool2x2_backward(grad_out.data_ptr(), winner.data_ptr(), out.data_ptr(),
+                                                        grad_in.data_ptr(), n, 2 * ho, 2 * wo, c,
+                                                        torch.get_num_threads())
+        return grad_in
+
+
+def _hooked(modules: tuple[nn.Module, ...]) -> bool:
+    """Whether a hook would see any of ``modules`` run: fusing them would hide it."""
+    if (_module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks
+            or _module._global_backward_pre_hooks):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+               for m in modules)
+
+
+def _pool_relu(pool: nn.Module, act: nn.Module) -> bool:
+    """Whether ``pool`` then ``act`` are the 2x2 max pool and ReLU the fused kernels run, unhooked,
+    with the native pool not turned off (fused or not, a pool is then PyTorch's)."""
+    return (isinstance(pool, MaxPool2d) and pool._native_shape() and type(act) is nn.ReLU
+            and native.library("fused_blocks") is not None and native.library("pool") is not None
+            and not _hooked((pool, act)))
+
+
+def fuses_first_block(x: torch.Tensor, conv: nn.Module, pool: nn.Module, act: nn.Module) -> bool:
+    """Whether :func:`first_block` may run ``act(pool(conv(x)))`` fused."""
+    if not (isinstance(conv, Conv2d) and _pool_relu(pool, act)) or _hooked((conv,)):
+        return False
+    k = conv.kernel_size[0]
+    return conv.native_path(x) == "gray_conv" and (x.shape[2] - k + 1) % 2 == 0 and (x.shape[3] - k + 1) % 2 == 0
+
+
+def first_block(x: torch.Tensor, conv: Conv2d) -> torch.Tensor:
+    """relu(max_pool2d(conv(x), 2)) in one native kernel (ask :func:`fuses_first_block` first)."""
+    return _GrayConvPoolReLU.apply(x, conv.weight, conv.bias)
+
+
+def pool_relu(x: torch.Tensor, pool: nn.Module, act: nn.Module) -> torch.Tensor:
+    """``act(pool(x))``: in one native pass where it applies, else the two layers one by one."""
+    if _pool_relu(pool, act) and native_input(x):
+        return _PoolReLU.apply(x)
+    return act(pool(x))

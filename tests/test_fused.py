@@ -1,0 +1,189 @@
+"""lenet5's blocks with their pool and ReLU fused (models/fused.py): the values and gradients of
+the layers run one by one, bit for bit; the layers one by one wherever a hook, a tracer, a
+dispatch mode or a setting needs them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from classicnets import create_model, native
+from classicnets.models import fused
+from classicnets.models.max_pool import MaxPool2d
+from test_native import lenet5_weights_after_six_steps, on_threads, same_bits
+
+CL = torch.channels_last
+needs_native = pytest.mark.skipif(native.library("fused_blocks") is None,
+                                  reason=f"native kernels unavailable: {native.status()}")
+
+
+def fused_calls(monkeypatch) -> list:
+    """Names of the fused functions as they run."""
+    calls = []
+    for function in (fused._GrayConvPoolReLU, fused._PoolReLU):
+        apply, name = function.apply, function.__name__
+        monkeypatch.setattr(function, "apply", lambda *a, name=name, apply=apply: calls.append(name) or apply(*a))
+    return calls
+
+
+def lenet5_run(model: nn.Module, x: torch.Tensor, grad: torch.Tensor, fuse: bool, threads: int | None = None):
+    """(output, each parameter's gradient) of ``model`` on ``x``, fused or with the layers one by one."""
+    model.zero_grad(set_to_none=True)
+    with on_threads(threads), contextlib.nullcontext() if fuse else native.turned_off("fused_blocks"):
+        out = model(x)
+        out.backward(grad)
+    return out.detach(), [p.grad for p in model.parameters()]
+
+
+def assert_same_run(a, b) -> None:
+    assert same_bits(a[0], b[0])
+    assert all(same_bits(u, v) for u, v in zip(a[1], b[1], strict=True))
+
+
+@needs_native
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 9), threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16),
+       ties=st.booleans())
+def test_lenet5_fused_is_the_layers_one_by_one_bit_for_bit(n, threads, seed, ties):
+    """Three threads split the convolution's rows unevenly, so a thread may start mid-pair.
+    ``ties``: images in a few grey levels and weights rounded, so windows hold equal maxima."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = create_model("lenet5").to(memory_format=CL)
+    x = torch.randn(n, 1, 32, 32, generator=gen)
+    if ties:
+        x = x.round().clamp(-1, 1)
+        with torch.no_grad():
+            model.features.conv1.weight.copy_(model.features.conv1.weight.mul(4).round().div(4))
+    x = x.contiguous(memory_format=CL)
+    grad = torch.randn(n, 10, generator=gen)
+    calls = []
+    apply = fused._GrayConvPoolReLU.apply
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused._GrayConvPoolReLU, "apply", lambda *a: calls.append(1) or apply(*a))
+        one_pass = lenet5_run(model, x, grad, fuse=True, threads=threads)
+    assert calls
+    assert_same_run(one_pass, lenet5_run(model, x, grad, fuse=False, threads=threads))
+
+
+@needs_native
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(2, 20), h=st.sampled_from([2, 4, 6, 10, 28]),
+       w=st.sampled_from([2, 4, 8, 10, 28]), levels=st.sampled_from([0, 3]), nan_rate=st.sampled_from([0.0, 0.1]),
+       seed=st.integers(0, 2**16), threads=st.sampled_from([1, 2, 3]))
+def test_pool_relu_is_relu_of_max_pool2d_bit_for_bit(n, c, h, w, levels, nan_rate, seed, threads):
+    """Against PyTorch's own max_pool2d and relu, with ties (``levels`` grey levels), negative
+    windows, NaN, and the gradient masked where the output is 0 or NaN."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen)
+    if levels:
+        x = x.mul(levels).round()
+    x[torch.rand(x.shape, generator=gen) < nan_rate] = float("nan")
+    x = x.contiguous(memory_format=CL)
+    grad = torch.randn(n, c, h // 2, w // 2, generator=gen)
+    results = []
+    for run in (lambda t: fused.pool_relu(t, MaxPool2d(2), nn.ReLU()), lambda t: F.relu(F.max_pool2d(t, 2))):
+        t = x.clone().requires_grad_()
+        with on_threads(threads):
+            y = run(t)
+            y.backward(grad)
+        results.append((y.detach(), t.grad))
+    (y, gx), (y_ref, gx_ref) = results
+    assert same_bits(y, y_ref) or torch.equal(y.nan_to_num(7.0), y_ref.nan_to_num(7.0))  # relu(-0.0): sign of zero
+    assert same_bits(gx, gx_ref)
+
+
+@needs_native
+def test_lenet5_training_runs_the_fused_blocks_and_ends_where_the_layers_one_by_one_do(monkeypatch):
+    calls = fused_calls(monkeypatch)
+    one_pass = lenet5_weights_after_six_steps()
+    assert calls.count("_GrayConvPoolReLU") == 6 and calls.count("_PoolReLU") == 6
+    calls.clear()
+    one_by_one = lenet5_weights_after_six_steps(off=("fused_blocks",))
+    assert not calls
+    assert all(torch.equal(a, b) for a, b in zip(one_pass, one_by_one, strict=True))
+
+
+def lenet5_and_batch():
+    torch.manual_seed(0)
+    model = create_model("lenet5").to(memory_format=CL)
+    return model, torch.randn(4, 1, 32, 32).contiguous(memory_format=CL)
+
+
+@needs_native
+@pytest.mark.parametrize("where", ["conv1", "pool1", "act1", "pool2", "act2", "global", "backward"])
+def test_a_hook_sees_every_layer_run(where, monkeypatch):
+    """Hooks are how the layer table, explore and the experiments watch a layer: with one on any
+    layer of a block, that block runs its layers one by one and the hook fires; a global hook
+    stops both."""
+    model, x = lenet5_and_batch()
+    calls, seen = fused_calls(monkeypatch), []
+    record = lambda module, inputs, output: seen.append(tuple(output.shape))  # noqa: E731
+    if where == "global":
+        handle = nn.modules.module.register_module_forward_hook(record)
+    elif where == "backward":
+        handle = model.features.pool1.register_full_backward_hook(lambda m, gi, go: seen.append(go[0].shape))
+    else:
+        handle = getattr(model.features, where).register_forward_hook(record)
+    try:
+        out = model(x)
+        out.sum().backward()
+    finally:
+        handle.remove()
+    assert seen
+    in_block_1, in_block_2 = where in ("conv1", "pool1", "act1", "backward"), where in ("pool2", "act2")
+    assert ("_GrayConvPoolReLU" in calls) == in_block_2  # the other block still fuses
+    assert ("_PoolReLU" in calls) == in_block_1
+    torch.testing.assert_close(out, model(x), rtol=0, atol=0)
+
+
+@needs_native
+@pytest.mark.parametrize("case", ["default layout", "input needs a gradient", "turned off", "pool turned off",
+                                  "tanh", "float64", "traced", "layers moved"])
+def test_everything_else_runs_the_layers_one_by_one(case, monkeypatch):
+    model, x = lenet5_and_batch()
+    if case == "default layout":
+        model, x = model.to(memory_format=torch.contiguous_format), x.contiguous()
+    elif case == "input needs a gradient":
+        x.requires_grad_()
+    elif case == "tanh":
+        model = create_model("lenet5", activation="tanh").to(memory_format=CL)
+    elif case == "float64":
+        model, x = model.double(), x.double()
+    elif case == "layers moved":  # back to conv - ReLU - pool: the module order is what runs
+        layers = dict(model.features.named_children())
+        order = ["conv1", "act1", "pool1", "conv2", "act2", "pool2"]
+        model.features = nn.Sequential(OrderedDict([(k, layers[k]) for k in order]
+                                                   + [(k, m) for k, m in layers.items() if k not in order]))
+    calls = fused_calls(monkeypatch)
+    off = {"turned off": ("fused_blocks",), "pool turned off": ("pool",)}.get(case, ())
+    with native.turned_off(*off) if off else contextlib.nullcontext():
+        if case == "traced":
+            monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        model(x).sum().backward()
+    if case == "input needs a gradient":  # the first block's kernel gives the image none; the second fuses
+        assert calls == ["_PoolReLU"] and x.grad is not None
+    else:
+        assert not calls
+
+
+@needs_native
+def test_counting_multiply_adds_sees_every_layer(monkeypatch):
+    """FlopCounterMode is a dispatch mode: a ctypes call would hide conv1 from it."""
+    model, x = lenet5_and_batch()
+    calls = fused_calls(monkeypatch)
+    counts = []
+    for batch in (x, x.contiguous()):
+        with FlopCounterMode(display=False) as counter:
+            model(batch)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] == 4 * 2 * (6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10)
+    assert not calls
