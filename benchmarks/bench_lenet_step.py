@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import isa, timed_epoch, write_results  # benchmarks/*.py (scripts run from this folder)
+from common import git_commit, isa, timed_epoch, write_results  # benchmarks/*.py (scripts run from this folder)
 from goals import ALL_KEPT, NATIVE_ALL, NATIVE_CONV, NATIVE_FUSED, NATIVE_POOL
 from torch import nn
 
@@ -303,7 +303,10 @@ def run(args) -> dict:
     data = load_dataset("digits", "train", progress=False)
     if args.limit:
         data = dataclasses.replace(data, images=data.images[:args.limit], labels=data.labels[:args.limit])
-    results = {"machine": machine_info(), "threads": default_threads, "torch": torch.__version__, "runs": []}
+    # the commit measured, recorded before the markdown is made from these results (it says whether
+    # the rows predate train_step)
+    results = {"machine": machine_info(), "commit": git_commit(), "threads": default_threads,
+               "torch": torch.__version__, "rounds": args.rounds, "steps": args.steps, "runs": []}
     for bs in args.batch_sizes:
         cfg = TrainConfig(model="lenet5", dataset="digits", batch_size=bs).resolved()
         loader = make_loader(data, bs, mean=data.mean, std=data.std, size=(32, 32), shuffle=True,
@@ -348,7 +351,10 @@ def to_markdown(results: dict, kept: dict[str, str]) -> str:
                          f"{'yes' if i['exact'] else 'no'} | {kept.get(i['idea'], '')} | {i['note']} |")
         lines.append("")
     lines += [NOTES.strip()] + ([BEFORE_TRAIN_STEP.strip()] if "commit" not in results else [])
-    lines += ["", "Regenerate: `.venv/bin/python benchmarks/bench_lenet_step.py`", ""]
+    # the rounds and steps of the run, where they were recorded and are not the defaults
+    settings = "".join(f" --{key} {results[key]}" for key, default in (("rounds", 60), ("steps", 2))
+                       if results.get(key, default) != default)
+    lines += ["", f"Regenerate: `.venv/bin/python benchmarks/bench_lenet_step.py{settings}`", ""]
     return "\n".join(lines)
 
 
