@@ -414,6 +414,10 @@ NOTES = """
   the native kernel puts 8 positions of one channel in a register, each image's output gradient
   transposed once with zeros around its rows, and broadcasts one weight per multiply-add. conv2's
   forward and weight gradient stay oneDNN's.
+* The fused blocks (`classicnets.models.fused`) run conv1, its pool and its ReLU as one native
+  kernel each way, and conv2's pool and ReLU as one pass: the values and gradients of the layers
+  run one by one, bit for bit. Alone, the fused kernels cost about what their parts did; the step
+  saves the work between them (autograd nodes, ReLU passes, full-size tensors).
 * Max pooling before the ReLU (the order `lenet5` now builds) is the same function with the
   same gradients. It pays only with channels-last tensors, whose max pool is the slower one
   here: compare its channels_last row with the plain channels_last row.

@@ -32,29 +32,60 @@ def _address(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _detached(weight: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight and bias as the kernels read them: contiguous, out of autograd."""
+    return weight.detach().contiguous(), None if bias is None else bias.detach().contiguous()
+
+
 def gray_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The native forward: ``x`` (n, 1, h, w) float32, contiguous; the output channels-last."""
     n, _, h, w = x.shape
     c, _, k, _ = weight.shape
-    weight = weight.detach().contiguous()
-    bias = None if bias is None else bias.detach().contiguous()
+    weight, bias = _detached(weight, bias)
     out = torch.empty((n, c, h - k + 1, w - k + 1), memory_format=_CL)
     native.library("gray_conv").conv_gray_forward(x.data_ptr(), weight.data_ptr(), _address(bias), out.data_ptr(),
                                                   n, h, w, k, c, torch.get_num_threads())
     return out
 
 
-def gray_weight_grads(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size,
-                      need_bias: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The native weight gradient (and the bias gradient where ``need_bias``) for ``grad_out``."""
+def gray_pool_relu_forward(x: torch.Tensor, weight: torch.Tensor,
+                           bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """relu(max_pool2d(gray_forward(x, weight, bias), 2)) in one native kernel (an even output
+    size): (output, each window's winner 0-3), both channels-last (``classicnets.models.fused``)."""
+    n, _, h, w = x.shape
+    c, _, k, _ = weight.shape
+    weight, bias = _detached(weight, bias)
+    shape = (n, c, (h - k + 1) // 2, (w - k + 1) // 2)
+    out = torch.empty(shape, memory_format=_CL)
+    winner = torch.empty(shape, dtype=torch.uint8, memory_format=_CL)
+    failed = native.library("fused_blocks").conv_gray_pool_relu_forward(
+        x.data_ptr(), weight.data_ptr(), _address(bias), out.data_ptr(), winner.data_ptr(), n, h, w, k, c,
+        torch.get_num_threads())
+    if failed:
+        raise MemoryError("the fused first block could not allocate its scratch rows")
+    return out, winner
+
+
+def gray_weight_grads(x: torch.Tensor, grad_out: torch.Tensor, weight_shape: torch.Size, need_bias: bool,
+                      pooled: tuple[torch.Tensor, torch.Tensor] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The native weight gradient (and the bias gradient where ``need_bias``) for ``grad_out``;
+    with ``pooled`` (the output and winners of :func:`gray_pool_relu_forward`), ``grad_out`` is
+    the gradient of that pooled output."""
     n, _, h, w = x.shape
     c, _, k, _ = weight_shape
     grad_out = grad_out.contiguous(memory_format=_CL)
     grad_weight = torch.empty(weight_shape)
     grad_bias = torch.empty(c) if need_bias else None
-    failed = native.library("gray_conv").conv_gray_weight_grad(
-        x.data_ptr(), grad_out.data_ptr(), grad_weight.data_ptr(), _address(grad_bias), n, h, w, k, c,
-        torch.get_num_threads())
+    sizes = (n, h, w, k, c, torch.get_num_threads())
+    if pooled is None:
+        failed = native.library("gray_conv").conv_gray_weight_grad(
+            x.data_ptr(), grad_out.data_ptr(), grad_weight.data_ptr(), _address(grad_bias), *sizes)
+    else:
+        out, winner = pooled
+        failed = native.library("fused_blocks").conv_gray_pool_relu_weight_grad(
+            x.data_ptr(), grad_out.data_ptr(), out.data_ptr(), winner.data_ptr(), grad_weight.data_ptr(),
+            _address(grad_bias), *sizes)
     if failed:
         raise MemoryError("the native convolution's weight gradient could not allocate its partial sums")
     return grad_weight, grad_bias

@@ -7,8 +7,8 @@ that needs no input gradient, :mod:`classicnets.native` runs them in fewer passe
 * **block 1** (one-channel images, 6 maps): the convolution, its pool and its ReLU in one
   kernel. The convolution's 28x28 output, four times the size of what the block hands on, never
   goes to memory: each pair of its rows is pooled while it sits in the L1 cache. The backward
-  expands the pooled gradient row by row inside the weight-gradient kernel, so the full-size
-  gradient never goes to memory either.
+  expands the pooled gradient pair of rows by pair inside the weight-gradient kernel, so the
+  full-size gradient never goes to memory either.
 * **block 2**: oneDNN's convolution (with the native input gradient, :mod:`.conv`), then the max
   pool and ReLU in one pass.
 
@@ -27,10 +27,8 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules import module as _module
 
 from .. import native
-from .conv import Conv2d, _address
-from .max_pool import MaxPool2d, native_input
-
-_CL = torch.channels_last
+from .conv import Conv2d, gray_pool_relu_forward, gray_weight_grads
+from .max_pool import MaxPool2d, native_input, pool_backward, pool_forward
 
 
 class _GrayConvPoolReLU(torch.autograd.Function):
@@ -38,18 +36,7 @@ class _GrayConvPoolReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        n, _, h, w = x.shape
-        c, _, k, _ = weight.shape
-        shape = (n, c, (h - k + 1) // 2, (w - k + 1) // 2)
-        out = torch.empty(shape, memory_format=_CL)
-        winner = torch.empty(shape, dtype=torch.uint8, memory_format=_CL)
-        weight_c = weight.detach().contiguous()
-        bias_c = None if bias is None else bias.detach().contiguous()
-        failed = native.library("fused_blocks").conv_gray_pool_relu_forward(
-            x.data_ptr(), weight_c.data_ptr(), _address(bias_c), out.data_ptr(), winner.data_ptr(), n, h, w, k, c,
-            torch.get_num_threads())
-        if failed:
-            raise MemoryError("the fused first block could not allocate its scratch rows")
+        out, winner = gray_pool_relu_forward(x, weight, bias)
         ctx.save_for_backward(x, out, winner)
         ctx.weight_shape = weight.shape
         return out
@@ -61,16 +48,7 @@ class _GrayConvPoolReLU(torch.autograd.Function):
         _, need_weight, need_bias = ctx.needs_input_grad
         if not (need_weight or need_bias):
             return None, None, None
-        n, _, h, w = x.shape
-        c, _, k, _ = ctx.weight_shape
-        grad_out = grad_out.contiguous(memory_format=_CL)
-        grad_weight = torch.empty(ctx.weight_shape)
-        grad_bias = torch.empty(c) if need_bias else None
-        failed = native.library("fused_blocks").conv_gray_pool_relu_weight_grad(
-            x.data_ptr(), grad_out.data_ptr(), out.data_ptr(), winner.data_ptr(), grad_weight.data_ptr(),
-            _address(grad_bias), n, h, w, k, c, torch.get_num_threads())
-        if failed:
-            raise MemoryError("the fused first block's weight gradient could not allocate its partial sums")
+        grad_weight, grad_bias = gray_weight_grads(x, grad_out, ctx.weight_shape, need_bias, pooled=(out, winner))
         return None, grad_weight if need_weight else None, grad_bias
 
 
@@ -79,11 +57,7 @@ class _PoolReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        out = torch.empty((n, c, h // 2, w // 2), memory_format=_CL)
-        winner = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8, memory_format=_CL)
-        native.library("fused_blocks").pool2x2_forward(x.data_ptr(), out.data_ptr(), winner.data_ptr(), n, h, w, c,
-                                                       1, torch.get_num_threads())
+        out, winner = pool_forward(x, relu=True)
         ctx.save_for_backward(out, winner)
         return out
 
@@ -91,13 +65,7 @@ class _PoolReLU(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
         out, winner = ctx.saved_tensors
-        n, c, ho, wo = out.shape
-        grad_out = grad_out.contiguous(memory_format=_CL)
-        grad_in = torch.empty((n, c, 2 * ho, 2 * wo), memory_format=_CL)
-        native.library("fused_blocks").pool2x2_backward(grad_out.data_ptr(), winner.data_ptr(), out.data_ptr(),
-                                                        grad_in.data_ptr(), n, 2 * ho, 2 * wo, c,
-                                                        torch.get_num_threads())
-        return grad_in
+        return pool_backward(grad_out, winner, (2 * out.shape[2], 2 * out.shape[3]), relu_out=out)
 
 
 def _hooked(modules: tuple[nn.Module, ...]) -> bool:

@@ -19,32 +19,47 @@ from .. import native
 _CL = torch.channels_last
 
 
+def pool_forward(x: torch.Tensor, relu: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output, each window's winner 0-3) of the native 2x2 pool on ``x``; with ``relu``, the
+    output goes through a ReLU in the same pass (``classicnets.models.fused``)."""
+    n, c, h, w = x.shape
+    out = torch.empty((n, c, h // 2, w // 2), memory_format=_CL)
+    winner = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8, memory_format=_CL)
+    native.library("pool").pool2x2_forward(x.data_ptr(), out.data_ptr(), winner.data_ptr(), n, h, w, c, int(relu),
+                                           torch.get_num_threads())
+    return out, winner
+
+
+def pool_backward(grad_out: torch.Tensor, winner: torch.Tensor, input_hw: tuple[int, int],
+                  relu_out: torch.Tensor | None = None) -> torch.Tensor:
+    """The input gradient of :func:`pool_forward`; ``relu_out``: its output where it had a ReLU
+    (the gradient stops where that output is <= 0)."""
+    n, c = winner.shape[:2]
+    h, w = input_hw
+    grad_out = grad_out.contiguous(memory_format=_CL)
+    grad_in = torch.empty((n, c, h, w), memory_format=_CL)
+    native.library("pool").pool2x2_backward(grad_out.data_ptr(), winner.data_ptr(),
+                                            None if relu_out is None else relu_out.data_ptr(), grad_in.data_ptr(),
+                                            n, h, w, c, torch.get_num_threads())
+    return grad_in
+
+
 class _MaxPool2x2(torch.autograd.Function):
     """2x2, stride 2, channels-last float32: the index of each window's winner (0-3, one byte)
     is kept for the backward, where torch keeps an int64 index into the whole map."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        out = torch.empty((n, c, h // 2, w // 2), memory_format=_CL)
-        winner = torch.empty((n, c, h // 2, w // 2), dtype=torch.uint8, memory_format=_CL)
-        native.library("pool").pool2x2_forward(x.data_ptr(), out.data_ptr(), winner.data_ptr(), n, h, w, c, 0,
-                                               torch.get_num_threads())
+        out, winner = pool_forward(x)
         ctx.save_for_backward(winner)
-        ctx.input_hw = (h, w)
+        ctx.input_hw = tuple(x.shape[2:])
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:
         (winner,) = ctx.saved_tensors
-        n, c = winner.shape[:2]
-        h, w = ctx.input_hw
-        grad_out = grad_out.contiguous(memory_format=_CL)
-        grad_in = torch.empty((n, c, h, w), memory_format=_CL)
-        native.library("pool").pool2x2_backward(grad_out.data_ptr(), winner.data_ptr(), None, grad_in.data_ptr(),
-                                                n, h, w, c, torch.get_num_threads())
-        return grad_in
+        return pool_backward(grad_out, winner, ctx.input_hw)
 
 
 def _pair(v) -> tuple:
