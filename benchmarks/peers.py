@@ -10,9 +10,9 @@ the rest of its workload, its error recorded.
 A training job trains what classicnets trains in the same round: the same model on the same
 images (an ``.npz`` made here from classicnets' own reader, at the model's input size), batch,
 epochs, optimiser settings and the learning rate of every step of classicnets' schedule for that
-run; it reports the images/s of its last epoch and its final test accuracy. The peers do not
-augment (their best case): on the LeNet-5 workload neither does the recipe; on ResNet-20 the
-classicnets run makes the recipe's crops and flips.
+run; it reports the images/s of its last epoch and its final test accuracy. Nobody augments on a
+workload the peers train: the peers do not, LeNet-5's Fashion-MNIST recipe does not, and the
+ResNet-20 workload turns the recipe's crops and flips off for classicnets and the tutorial loop.
 """
 
 from __future__ import annotations
@@ -82,7 +82,11 @@ def training_job(w: dict, data_dir: str, lr: float, folder: Path, epochs: int) -
     from classicnets.train.loop import _make_schedule  # the learning rate classicnets sets, step for step
 
     cfg = TrainConfig(model=w["model"], dataset=None if data_dir else w["data"], data_dir=data_dir or None,
-                      batch_size=w["batch"], lr=lr, epochs=epochs, train_limit=w["images"]).resolved()
+                      batch_size=w["batch"], lr=lr, epochs=epochs, train_limit=w["images"],
+                      augment=w.get("augment")).resolved()
+    if cfg.augment != "none":
+        raise SystemExit(f"workload {w['model']} on {w['data']}: classicnets would train with augmentation "
+                         f"{cfg.augment!r} and the peers with none; give the workload augment='none'")
     size = tuple(model_card(w["model"]).input_size[1:])
     arrays, stats = {}, {}
     for split, limit in (("train", w["images"]), ("test", None)):

@@ -195,11 +195,17 @@ def peers_section(results: dict) -> list[str]:
     peers = results.get("peers")
     if peers is None:
         return []
+    # Runs before 2026-12-07 (no "augment" in the workload) gave classicnets the recipe's crops and flips.
+    augmented = any(w.get("peers") and "augment" not in w and w["model"] == "resnet20"
+                    for w in results["training"].values())
+    augmentation = ("no augmentation for the peers (the ResNet-20 recipe's crops and flips are classicnets' alone)"
+                    if augmented else "no augmentation for anyone (the ResNet-20 workload turns its recipe's crops "
+                    "and flips off)")
     lines = ["## Against the peers", "",
              "What a learner would use instead, each in a process of its own and in the same interleaved rounds as "
              "`classicnets train`: the same model (layer for layer, the same parameter count), images, batch, "
-             "epochs, optimiser and learning rate at every step, in-memory arrays (their best case); no "
-             "augmentation for the peers (the ResNet-20 recipe's crops and flips are classicnets' alone). Images/s "
+             "epochs, optimiser and learning rate at every step, in-memory arrays (their best case); "
+             f"{augmentation}. Images/s "
              "of each run's last epoch; final accuracy on the workload's test images, the median over the "
              "rounds and then each round's (round r is seed r for every tool; the tutorial loop does not "
              "evaluate). A run that ends below twice chance did not learn (marked *); a peer whose median "

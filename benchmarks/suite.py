@@ -272,6 +272,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     w.add_argument("--images", type=int)
     w.add_argument("--epochs", type=int)
     w.add_argument("--lr", type=float)
+    w.add_argument("--augment", help="none, crop, flip or crop+flip (default: the recipe's)")
     w.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     w.add_argument("--channels-last", choices=["yes", "no"])
     w.add_argument("--seed", type=int, default=0)

@@ -82,7 +82,8 @@ def tutorial_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loa
 def tutorial_train(args, device: str = "cpu", workers: int = 0) -> list[float]:
     """The suite's and ``bench_cuda.py``'s tutorial contender: ``args.model`` on ``args.data`` (or
     ``args.data_dir``), the first ``args.images`` images, ``args.epochs`` epochs of batch
-    ``args.batch`` at ``args.lr`` (None: the recipe's) with the recipe's augmentation; images/s of
+    ``args.batch`` at ``args.lr`` (None: the recipe's) with ``args.augment`` (None or absent: the
+    recipe's augmentation); images/s of
     each epoch. On a GPU as the PyTorch tutorials run it there: the model on the device, batches
     assembled by ``workers`` processes in pinned memory and copied to it every step."""
     from classicnets.data.pipeline import parse_augment
@@ -91,7 +92,7 @@ def tutorial_train(args, device: str = "cpu", workers: int = 0) -> list[float]:
     from classicnets.train import TrainConfig
 
     cfg = TrainConfig(model=args.model, dataset=None if args.data_dir else args.data, data_dir=args.data_dir or None,
-                      batch_size=args.batch, lr=args.lr).resolved()
+                      batch_size=args.batch, lr=args.lr, augment=getattr(args, "augment", None)).resolved()
     card = model_card(args.model)
     size = tuple(card.input_size[1:])
     data = load_split(cfg.dataset, cfg.data_dir, "train", size=size, channels=card.input_size[0])

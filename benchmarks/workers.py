@@ -28,7 +28,8 @@ def worker_train(args) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             r = train(TrainConfig(model=args.model, dataset=dataset, data_dir=data_dir, batch_size=args.batch,
                                   train_limit=args.images, epochs=args.epochs, quiet=True, out=tmp,
-                                  eval_every=10**6, lr=args.lr, precision=args.precision or "auto",
+                                  eval_every=10**6, lr=args.lr, augment=args.augment,
+                                  precision=args.precision or "auto",
                                   channels_last={"yes": True, "no": False}.get(args.channels_last),
                                   seed=args.seed))
             ips = [h["images_per_second"] for h in r.history]

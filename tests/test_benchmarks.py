@@ -457,8 +457,11 @@ def test_gray_images_as_cifar_and_the_peers_job_match_what_classicnets_trains_on
     assert tuple(train.images.shape) == (40, 3, 32, 32) and train.classes == digits.classes
     assert train.labels.tolist() == digits.labels[:40].tolist()
     assert (train.images[:, 0, 2:30, 2:30] == digits.images[:40, 0]).all() and (train.images[:, :, :2] == 0).all()
-    w = dict(model="resnet20", data="digits32x3", batch=16, images=40, size=32, test_images=12)
+    w = dict(model="resnet20", data="digits32x3", batch=16, images=40, size=32, test_images=12, augment="none")
     job = training_job(w, str(folder), 0.1, tmp_path / "job", epochs=2)
+    # The peers do not augment: a workload whose classicnets run would (the recipe's crops and flips) is refused.
+    with pytest.raises(SystemExit, match="augmentation 'crop\\+flip'"):
+        training_job({**w, "augment": None}, str(folder), 0.1, tmp_path / "job", epochs=2)
     cfg = TrainConfig(model="resnet20", dataset=None, data_dir=str(folder)).resolved()
     assert (job["momentum"], job["nesterov"], job["weight_decay"]) == (cfg.momentum, False, cfg.weight_decay)
     schedule = make_schedule("step", 0.1, 6, milestones=[3, 4])  # 3 steps of 16 (the last partial) x 2 epochs
@@ -467,6 +470,26 @@ def test_gray_images_as_cifar_and_the_peers_job_match_what_classicnets_trains_on
         assert f["x_train"].shape == (40, 32, 32, 3) and f["x_test"].shape == (12, 32, 32, 3)
         assert np.array_equal(f["x_train"], train.images.permute(0, 2, 3, 1).numpy())
         np.testing.assert_allclose(f["mean"], train.mean) and int(f["classes"]) == 10
+
+
+def test_every_workload_the_peers_train_is_the_same_job_for_every_contender(monkeypatch):
+    """Nobody augments where the peers train (they do not): each such workload's classicnets and
+    tutorial runs resolve to no augmentation, and the suite passes the workload's setting to both."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from peers import TRAIN_MODELS
+    from suite import parse_args
+    from training import QUICK_WORKLOADS, WORKLOADS, contender_args
+
+    from classicnets.train import TrainConfig
+
+    data_names = {"fashion32x3": "cifar10", "digits32x3": "cifar10"}
+    for w in [*WORKLOADS.values(), *QUICK_WORKLOADS.values()]:
+        if w["model"] in TRAIN_MODELS:
+            worker = parse_args(["worker", "train", "--contender", "tutorial",
+                                 *contender_args(w, "", 0.1, 2, None)])
+            cfg = TrainConfig(model=w["model"], dataset=data_names.get(w["data"], w["data"]),
+                              augment=worker.augment).resolved()
+            assert cfg.augment == "none", w
 
 
 def test_absent_peers_are_skipped_and_named(monkeypatch):

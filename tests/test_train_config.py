@@ -73,8 +73,15 @@ def test_each_flag_sets_its_field_and_nothing_else(name):
     assert getattr(cfg, name) == expected
     changed = {f.name for f in dataclasses.fields(TrainConfig)
                if getattr(cfg, f.name) != getattr(TrainConfig(model="lenet5"), f.name)}
-    # --data alone names no dataset: the folder says what it holds.
-    assert changed == ({"data_dir", "dataset"} if name == "data_dir" else {name})
+    assert changed == {name}
+
+
+def test_a_data_directory_alone_names_no_dataset_from_the_flags_or_the_api():
+    """``--data DIR`` alone, or ``TrainConfig(data_dir=DIR)``: the folder says what it holds. The
+    Python form once kept its default dataset, the embedded digits, and trained on them instead."""
+    assert parse("lenet5", "--data", "some/dir").resolved().dataset is None
+    assert TrainConfig(model="lenet5", data_dir="some/dir").resolved().dataset is None
+    assert TrainConfig(model="lenet5").resolved().dataset == "digits"
 
 
 def test_every_field_documents_its_flag():

@@ -47,7 +47,9 @@ class TrainConfig:
     """Every setting of a run. ``None`` means: take it from the model's recipe."""
 
     model: str = setting("lenet5", "a model name (classicnets models)", flag="model")
-    dataset: str | None = setting("digits", "digits (default), mnist, fashion-mnist, cifar10, cifar100")
+    # None, not "digits": a data directory alone names no dataset (the folder says what it holds);
+    # resolved() takes the embedded digits only when neither is given.
+    dataset: str | None = setting(None, "digits (default), mnist, fashion-mnist, cifar10, cifar100")
     data_dir: str | None = setting(
         None, "where the dataset's files are, or a folder of images (DIR/train/CLASS/*.png, "
         "DIR/test/CLASS/*.png) or of IDX files", flag="--data", metavar="DIR")
@@ -112,8 +114,10 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with every ``None`` filled from the recipe."""
-        recipe = recipe_for(self.model, self.dataset)
         values = dataclasses.asdict(self)
+        if values["dataset"] is None and values["data_dir"] is None:
+            values["dataset"] = "digits"
+        recipe = recipe_for(self.model, values["dataset"])
         for key, value in recipe.items():
             if values.get(key) is None:
                 values[key] = value
@@ -122,8 +126,6 @@ class TrainConfig:
         for key, value in defaults.items():
             if values.get(key) is None:
                 values[key] = value
-        if values["dataset"] is None and values["data_dir"] is None:
-            raise ClassicNetsError("give a dataset name (--dataset) or a data directory (--data)")
         return TrainConfig(**values)
 
 
@@ -170,7 +172,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         # Unset flags stay None (the recipe decides), but for settings whose default is no recipe's.
         has_default = f.default is not dataclasses.MISSING and f.default is not None
-        default = f.default if has_default and f.name != "dataset" else None
+        default = f.default if has_default else None
         parser.add_argument(flag, dest=f.name, default=default, **options)
 
 
@@ -181,6 +183,4 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, f.name)
         convert = f.metadata["cli"].get("convert")
         values[f.name] = convert(value) if convert else value
-    if values["dataset"] is None and values["data_dir"] is None:
-        values["dataset"] = "digits"  # --data DIR alone names no dataset: the folder says what it holds
     return TrainConfig(**values)
