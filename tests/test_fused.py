@@ -16,8 +16,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from classicnets import create_model, native
-from classicnets.models import fused
-from classicnets.models.max_pool import MaxPool2d
+from classicnets.models import conv, fused
+from classicnets.models.max_pool import MaxPool2d, pool_backward
 from test_native import lenet5_weights_after_six_steps, on_threads, same_bits
 
 CL = torch.channels_last
@@ -97,6 +97,31 @@ def test_pool_relu_is_relu_of_max_pool2d_bit_for_bit(n, c, h, w, levels, nan_rat
     (y, gx), (y_ref, gx_ref) = results
     assert same_bits(y, y_ref) or torch.equal(y.nan_to_num(7.0), y_ref.nan_to_num(7.0))  # relu(-0.0): sign of zero
     assert same_bits(gx, gx_ref)
+
+
+@needs_native
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 24), k=st.sampled_from([1, 3, 5]), half_w=st.integers(1, 20),
+       threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16))
+def test_the_fused_weight_gradient_masks_as_pool_then_relu_backward_do(n, c, k, half_w, threads, seed):
+    """The fused block's weight gradient expands the pooled gradient itself (straight into the
+    layout its sums read); it must give the bits of the pool's own backward followed by the
+    convolution's weight gradient. The pooled outputs are doctored to hold 0, -0.0 and NaN: the
+    gradient stops at 0 and passes a NaN, as relu's backward does."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 4 + k - 1, 2 * half_w + k - 1, generator=gen).contiguous(memory_format=CL)
+    weight, bias = torch.randn(c, 1, k, k, generator=gen), torch.randn(c, generator=gen)
+    out, winner = conv.gray_pool_relu_forward(x, weight, bias)
+    pick = torch.rand(out.shape, generator=gen)
+    out = out.masked_fill(pick < 0.1, 0.0).masked_fill(pick > 0.9, float("nan"))
+    out = out.masked_fill((pick > 0.45) & (pick < 0.5), -0.0)
+    out = out.contiguous(memory_format=CL)
+    grad = torch.randn(out.shape, generator=gen).contiguous(memory_format=CL)
+    with on_threads(threads):
+        fused_grads = conv.gray_weight_grads(x, grad, weight.shape, True, pooled=(out, winner))
+        expanded = pool_backward(grad, winner, (4, 2 * half_w), relu_out=out)
+        one_by_one = conv.gray_weight_grads(x, expanded, weight.shape, True)
+    assert all(same_bits(a, b) for a, b in zip(fused_grads, one_by_one, strict=True))
 
 
 @needs_native
