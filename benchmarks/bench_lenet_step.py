@@ -405,10 +405,11 @@ NOTES = """
   the native rows runs PyTorch's kernels, so the rows stay comparable with earlier runs.
 * The native one-channel convolution (`conv_gray.c`) runs LeNet-5's conv1 forward and its
   weight and bias gradients (the image needs no gradient). oneDNN vectorises that layer over its
-  6 output channels, 6 of 8 lanes; the native kernel fills a register with 8 consecutive outputs
-  of one row (positions x channels), spreads the input with one lane permutation per register
-  and tap, and transposes the output gradient once per row for the weight gradient. Its sums run
-  in another order: values agree with PyTorch's to float32 rounding, not bit for bit.
+  6 output channels, 6 of 8 lanes; the native kernel puts 8 positions of one row and one channel
+  in a register and broadcasts one weight per multiply-add (since 2026-12-08: before, a register
+  held positions x channels and each multiply-add needed a lane permutation; the forward is now
+  1.6x that form), and transposes the output gradient once per row for the weight gradient. Its
+  sums run in another order: values agree with PyTorch's to float32 rounding, not bit for bit.
 * The native input gradient (`conv_input_grad.c`) sends conv2's gradient back onto its 6 input
   maps. oneDNN ran it at a third of its forward speed (its lanes again across the 6 channels);
   the native kernel puts 8 positions of one channel in a register, each image's output gradient
@@ -416,8 +417,9 @@ NOTES = """
   forward and weight gradient stay oneDNN's.
 * The fused blocks (`classicnets.models.fused`) run conv1, its pool and its ReLU as one native
   kernel each way, and conv2's pool and ReLU as one pass: the values and gradients of the layers
-  run one by one, bit for bit. Alone, the fused kernels cost about what their parts did; the step
-  saves the work between them (autograd nodes, ReLU passes, full-size tensors).
+  run one by one, bit for bit. The step saves the work between them (autograd nodes, ReLU
+  passes, full-size tensors), and the first block's weight gradient expands the pooled gradient
+  straight into the layout its sums read, with no transposition (since 2026-12-08).
 * Max pooling before the ReLU (the order `lenet5` now builds) is the same function with the
   same gradients. It pays only with channels-last tensors, whose max pool is the slower one
   here: compare its channels_last row with the plain channels_last row.
