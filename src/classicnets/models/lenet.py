@@ -114,7 +114,7 @@ class LeNet5(ClassicNet):
         if names[:6] != _POOL_FIRST:  # tanh or average pooling, or layers a user has moved
             return f(x)
         # The same layers and values, each block's pool and ReLU fused where the native kernels
-        # apply (fused.py): training steps 1.10x faster at batch 128, 1.19x at 64
+        # apply (fused.py): training steps 1.18x faster at batch 128, 1.20x at 64
         # (benchmarks/results/avx512-bf16/lenet_step_ideas.md).
         if fuses_first_block(x, f.conv1, f.pool1, f.act1):
             x = first_block(x, f.conv1)
