@@ -176,7 +176,8 @@ else:
 def fused_block_less_conv(batch: int) -> tuple[Callable, Callable]:
     """Forward and backward of lenet5's first block fused (conv1, pool, ReLU in one kernel) and of
     conv1 alone (its native kernels), as the step runs them: their difference is what the pool and
-    ReLU cost inside the fused kernel."""
+    ReLU cost inside the fused kernel, less the transposition of each gradient row that conv1
+    alone makes and the fused backward does not (it expands its gradient already transposed)."""
     conv = create_model("lenet5").to(memory_format=CL).features.conv1
     x = torch.randn(batch, 1, 32, 32).contiguous(memory_format=CL)
     grad = torch.randn(batch, 6, 14, 14).contiguous(memory_format=CL)
@@ -351,6 +352,8 @@ def to_markdown(results: dict) -> str:
         top = "; ".join(f"{row['layer']} {kind} {ms:.2f} ms at {row[f'{kind}_gflops']:.0f} GFLOP/s"
                         for ms, row, kind in kernels[:3])
         better = mm["ceiling_fraction_of_peak"] > k["ceiling_fraction_of_peak"]
+        fused_caveat = (" (less the transposition of the gradient's rows that conv1 alone makes and the fused "
+                        "kernel does not)" if pool_as_run(r["pool1"])[0].startswith("inside conv1's fused") else "")
         lines += [
             "",
             f"- The convolution and linear kernels alone: {k['ms']:.2f} ms, {100 * k['share_of_step']:.0f}% of the "
@@ -367,7 +370,7 @@ def to_markdown(results: dict) -> str:
             "",
             f"The step less those kernels: {s['ms'] - k['ms']:.2f} ms. Of that, the first pool and its ReLU (on "
             f"conv1's {'x'.join(map(str, r['pool1']['input_shape']))} output), forward and backward, take "
-            f"{pool_as_run(r['pool1'])[1]:.2f} ms as the step runs them; the other ways "
+            f"{pool_as_run(r['pool1'])[1]:.2f} ms as the step runs them{fused_caveat}; the other ways "
             "to run them, side by side:",
             "",
             "| how | ms | share of the step |",
