@@ -98,26 +98,15 @@ static inline __attribute__((always_inline)) void forward_channels(
     }
 }
 
-/* The weight and bias as the rows read them. */
-typedef struct {
-    const float *weight, *bias;
-} Spread;
-
-static const float no_bias[MAX_C] = {0};
-
-static void spread_all(const Shape *s, const float *weight, const float *bias, Spread *spread)
-{
-    (void)s;
-    spread->weight = weight;
-    spread->bias = bias ? bias : no_bias;
-}
+static const float no_bias[MAX_C] = {0};  /* the bias a layer without one adds */
 
 /* Output row y of image i (its wo * c values, channels-last) to `out`: up to 6 channels at a
    time, with 2 registers of positions each (4 where 3 channels or fewer are left): 12 accumulators,
-   2 or 4 input registers and a broadcast weight fit AVX2's 16 registers. */
-static void conv_row(const Shape *s, const Spread *spread, const float *x, int64_t i, int64_t y, float *out)
+   2 or 4 input registers and a broadcast weight fit AVX2's 16 registers. `b`: the bias, or no_bias. */
+static void conv_row(const Shape *s, const float *wt, const float *b, const float *x, int64_t i, int64_t y,
+                     float *out)
 {
-    const float *in = x + (i * s->h + y) * s->w, *wt = spread->weight, *b = spread->bias;
+    const float *in = x + (i * s->h + y) * s->w;
     for (int64_t ch0 = 0; ch0 < s->c; ch0 += 6) {
         switch (s->c - ch0 < 6 ? s->c - ch0 : 6) {
         case 1: forward_channels(s, in, out, wt, b, ch0, 1, 4); break;
@@ -134,11 +123,10 @@ void conv_gray_forward(const float *x, const float *weight, const float *bias, f
                        int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, int threads)
 {
     Shape s = shape_of(n, h, w, k, c, x);
-    Spread spread;
-    spread_all(&s, weight, bias, &spread);
+    const float *b = bias ? bias : no_bias;
     const int64_t rows = n * s.ho;
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t r = 0; r < rows; r++) conv_row(&s, &spread, x, r / s.ho, r % s.ho, y + r * s.wo * c);
+    for (int64_t r = 0; r < rows; r++) conv_row(&s, weight, b, x, r / s.ho, r % s.ho, y + r * s.wo * c);
 }
 
 /* lenet5's first block in one pass: this convolution, a 2x2 max pool with stride 2, then a ReLU
@@ -151,8 +139,7 @@ int conv_gray_pool_relu_forward(const float *x, const float *weight, const float
                                 int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, int threads)
 {
     Shape s = shape_of(n, h, w, k, c, x);
-    Spread spread;
-    spread_all(&s, weight, bias, &spread);
+    const float *b = bias ? bias : no_bias;
     const int64_t row = s.wo * c, pooled_row = s.wo / 2 * c, pooled_rows = n * (s.ho / 2);
     if (threads < 1) threads = 1;
     float *scratch = malloc((size_t)(threads * 2 * row) * sizeof(float));
@@ -164,8 +151,8 @@ int conv_gray_pool_relu_forward(const float *x, const float *weight, const float
         thread_share(pooled_rows, &first, &last);
         for (int64_t r = first; r < last; r++) {
             const int64_t i = r / (s.ho / 2), y_top = 2 * (r % (s.ho / 2));
-            conv_row(&s, &spread, x, i, y_top, pair);
-            conv_row(&s, &spread, x, i, y_top + 1, pair + row);
+            conv_row(&s, weight, b, x, i, y_top, pair);
+            conv_row(&s, weight, b, x, i, y_top + 1, pair + row);
             pool2x2_row(pair, pair + row, y + r * pooled_row, winner + r * pooled_row, s.wo, c, 1);
         }
     }
@@ -276,14 +263,15 @@ static int weight_grads(const float *x, const float *grad, const float *out, con
 {
     Shape s = shape_of(n, h, w, k, c, x);
     const int64_t kk = k * k, nv = (s.wo + 7) / 8, sums_size = kk * c * 8 + c * 8, row = s.wo * c;
-    const int64_t pair = c * nv * 8, per_thread = sums_size + pair + (winner ? 2 * pair : 0), rows = n * s.ho;
+    /* per thread: the sums, then one transposed row, or the fused block's pair of them */
+    const int64_t pair = c * nv * 8, per_thread = sums_size + (winner ? 2 : 1) * pair, rows = n * s.ho;
     if (threads < 1) threads = 1;
     float *buffers = calloc((size_t)(threads * per_thread), sizeof(float));
     if (!buffers) return -1;
 #pragma omp parallel num_threads(threads)
     {
         float *sums = buffers + thread_number() * per_thread, *bias_sums = sums + kk * c * 8;
-        float *transposed = sums + sums_size, *expanded = transposed + pair;
+        float *transposed = sums + sums_size;
         int64_t first, last;
         thread_share(rows, &first, &last);
         for (int64_t r = first; r < last; r++) {
@@ -293,9 +281,9 @@ static int weight_grads(const float *x, const float *grad, const float *out, con
                 const int64_t pooled = r / s.ho * (s.ho / 2) + r % s.ho / 2, pooled_row = s.wo / 2 * c;
                 if (r == first || r % s.ho % 2 == 0)
                     expand_pair_transposed(grad + pooled * pooled_row, winner + pooled * pooled_row,
-                                           out + pooled * pooled_row, expanded, expanded + pair, s.wo, c, nv * 8);
+                                           out + pooled * pooled_row, transposed, transposed + pair, s.wo, c, nv * 8);
                 gr = NULL;
-                tr = expanded + r % s.ho % 2 * pair;
+                tr = transposed + r % s.ho % 2 * pair;
             }
             switch (nv) {  /* constants for weight_grad_row: the row's registers stay in registers */
             case 1: weight_grad_row(&s, in, gr, sums, bias_sums, tr, 1); break;

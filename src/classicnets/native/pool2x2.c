@@ -85,8 +85,8 @@ void pool2x2_row(const float *top, const float *bottom, float *out, uint8_t *won
    the gradient where it won its window, else 0. Where `out` is given (the row's outputs after
    their ReLU), the gradient stops where out <= 0, as relu's backward stops it (a NaN lets it
    through). The window's left column before its right one keeps the stores in address order. */
-void pool2x2_row_backward(const float *g_row, const uint8_t *won, const float *out, float *top, float *bottom,
-                          int64_t w, int64_t c)
+static void pool2x2_row_backward(const float *g_row, const uint8_t *won, const float *out, float *top, float *bottom,
+                                 int64_t w, int64_t c)
 {
     const int64_t wo = w / 2, row = w * c, out_row = wo * c;
     const __m256 zero = _mm256_setzero_ps();

@@ -1,5 +1,5 @@
-/* One row of 2x2 max pooling (stride 2, channels-last float32), forward and backward: pool2x2.c
-   runs them over whole tensors, conv_gray.c's fused first block on rows it has just computed. */
+/* One row of 2x2 max pooling (stride 2, channels-last float32): pool2x2.c runs it over whole
+   tensors, conv_gray.c's fused first block on rows it has just computed. */
 
 #ifndef CLASSICNETS_NATIVE_POOL2X2_H
 #define CLASSICNETS_NATIVE_POOL2X2_H
@@ -10,10 +10,5 @@
    relu: the maxima go through a ReLU. won holds each window's winner (0-3: top left, top right,
    bottom left, bottom right). */
 void pool2x2_row(const float *top, const float *bottom, float *out, uint8_t *won, int64_t w, int64_t c, int relu);
-
-/* The gradient g_row of one output row onto its two input rows (every value written); out: the
-   row's outputs after their ReLU (the gradient stops where out <= 0), or NULL for none. */
-void pool2x2_row_backward(const float *g_row, const uint8_t *won, const float *out, float *top, float *bottom,
-                          int64_t w, int64_t c);
 
 #endif
