@@ -277,7 +277,8 @@ def variants(compile_modes: list[str]) -> list[Variant]:
                 note="conv2's input gradient agrees with oneDNN to rounding; compare with the row above"),
         Variant(NATIVE_FUSED, model=pool_first_model, channels_last=True, fused=True, item_check=False,
                 fill_memory=False, native=native.KERNELS, exact=False,
-                note="what classicnets.train runs; the same values and gradients as the row above, bit for bit; "
+                note="what classicnets.train runs; the same values and gradients as the row above, bit for bit, "
+                     "but conv1's weight and bias gradients (to rounding: only the pools' winners are summed); "
                      "compare with it"),
         Variant("all kept ideas + bf16 autocast", model=pool_first_model, channels_last=True, fused=True,
                 item_check=False, fill_memory=False, bf16=True, exact=False,
@@ -417,9 +418,10 @@ NOTES = """
   forward and weight gradient stay oneDNN's.
 * The fused blocks (`classicnets.models.fused`) run conv1, its pool and its ReLU as one native
   kernel each way, and conv2's pool and ReLU as one pass: the values and gradients of the layers
-  run one by one, bit for bit. The step saves the work between them (autograd nodes, ReLU
-  passes, full-size tensors), and the first block's weight gradient expands the pooled gradient
-  straight into the layout its sums read, with no transposition (since 2026-12-08).
+  run one by one, bit for bit, but conv1's weight and bias gradients, which agree to rounding. The
+  step saves the work between them (autograd nodes, ReLU passes, full-size tensors), and the
+  first block's weight gradient reads the pooled gradient itself and sums each window's winner
+  alone, a quarter of the multiply-adds (since 2026-12-08).
 * Max pooling before the ReLU (the order `lenet5` now builds) is the same function with the
   same gradients. It pays only with channels-last tensors, whose max pool is the slower one
   here: compare its channels_last row with the plain channels_last row.

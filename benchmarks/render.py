@@ -376,7 +376,7 @@ def decisions_section(results: dict, machine: str | None = None) -> list[str]:
          native_kernel_evidence(NATIVE_ALL, NATIVE_CONV, machine)),
         ("LeNet-5's conv - max pool - ReLU blocks with their pool and ReLU fused (`classicnets.models.fused`: "
          "conv1, its pool and ReLU as one native kernel each way, conv2's pool and ReLU as another; the same "
-         "values and gradients bit for bit)",
+         "values and gradients bit for bit, but conv1's weight and bias gradients, to rounding)",
          "**kept** (CPU, channels-last float32, no hook on the block's layers; the layers one by one elsewhere)",
          native_kernel_evidence(NATIVE_FUSED, NATIVE_ALL, machine)),
         ("LeNet-5's first max pool + ReLU another way: default layout, strided maxima with a hand-written "

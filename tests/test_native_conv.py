@@ -68,10 +68,10 @@ def native_and_reference(x, weight, bias, grad, threads=None):
     return y, got, ref, scale
 
 
-def assert_within_rounding(got, ref, scale, rel=2e-6):
+def assert_within_rounding(got, ref, scale, rel=2e-6, names=("output", "weight gradient", "bias gradient")):
     """|got - float64| <= rel x the sum of the absolute terms (+ a hair): far inside float32's
     worst case, and far outside what a wrong tap, lane or channel would give."""
-    for name, g, r, s in zip(("output", "weight gradient", "bias gradient"), got, ref, scale, strict=False):
+    for name, g, r, s in zip(names, got, ref, scale, strict=False):
         assert g.shape == r.shape, name
         excess = (g.double() - r).abs() - (rel * s + 1e-30)
         assert excess.max() <= 0, f"{name}: off by {(g.double() - r).abs().max():.3g} (scale {s.max():.3g})"

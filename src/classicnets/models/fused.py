@@ -7,13 +7,17 @@ that needs no input gradient, :mod:`classicnets.native` runs them in fewer passe
 * **block 1** (one-channel images, 6 maps): the convolution, its pool and its ReLU in one
   kernel. The convolution's 28x28 output, four times the size of what the block hands on, never
   goes to memory: each pair of its rows is pooled while it sits in the L1 cache. The backward
-  expands the pooled gradient pair of rows by pair inside the weight-gradient kernel, so the
-  full-size gradient never goes to memory either.
+  reads the pooled gradient itself: of each 2x2 window only the winner's convolution output
+  reached the pooled output, so its taps' products are the only ones the weight gradient sums
+  (a quarter of the multiply-adds), and the full-size gradient is never made.
 * **block 2**: oneDNN's convolution (with the native input gradient, :mod:`.conv`), then the max
   pool and ReLU in one pass.
 
 Values and gradients are those of the three layers run one by one with the native kernels, bit
-for bit (``tests/test_fused.py``), which agree with PyTorch's own to rounding (:mod:`.conv`).
+for bit (``tests/test_fused.py``), which agree with PyTorch's own to rounding (:mod:`.conv`);
+conv1's weight and bias gradients, summed over the winners alone, agree with them to rounding.
+(They also differ where an input pixel is infinite: the layers one by one multiply it by the
+zero gradient of a losing position, which gives NaN; the fused block never does.)
 The layers stay separate modules, so a model's printout, ``state_dict`` and layer table are
 unchanged; a forward or backward hook on any of them (``classicnets summary``, ``explore``,
 the experiments' probes), tracing, a dispatch mode, or any other setting runs them one by one.

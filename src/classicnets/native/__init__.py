@@ -17,7 +17,8 @@ register idle because the layers have 6 channels, and fused forms of them for Le
   rounding, and the same bits whatever the thread count.
 * fused (``classicnets.models.fused``): the pool with a ReLU after it (``pool2x2.c``'s ``relu``),
   and conv1 with its pool and ReLU in one pass each way (``conv_gray.c``), with the bits of the
-  layers run one by one.
+  layers run one by one, but for conv1's weight and bias gradients: the fused backward sums only
+  the pools' winners (the other positions' gradients are zero), so those agree to rounding.
 
 How: the first use in a process compiles the sources with the machine's C compiler (``$CC``,
 else ``cc``; about a second) into one library in ``<cache>/native/`` (``$CLASSICNETS_CACHE``, else
