@@ -540,7 +540,7 @@ def test_bench_lenet_roofline_quick_writes_the_layer_table(tmp_path):
         flops / (kernel_ms / 1e3) / 1e9 / run["peak_gflops"])
     assert 0 < run["step"]["fraction_of_peak"] and run["kernels"]["share_of_step"] > 0
     if native.library("fused_blocks") is not None:
-        as_run = "inside conv1's fused native kernel (what the step runs): the fused block less conv1 alone"
+        as_run = "inside conv1's fused native kernel (what the step runs): the fused block less conv1's kernels"
     else:
         as_run = ("native 2x2 max pool, then ReLU, channels-last (what the step runs)" if native.library("pool")
                   else "max_pool2d, channels-last (what the step runs: the native kernel is unavailable)")
@@ -556,30 +556,38 @@ def test_bench_lenet_roofline_quick_writes_the_layer_table(tmp_path):
 
 
 def test_roofline_times_the_kernels_autograd_runs(monkeypatch):
-    """Each layer's timed backward computes exactly the gradients a training step's autograd does."""
+    """Each layer's timed backward computes exactly the gradients a training step's autograd does:
+    the layer's own, or where the step fuses its block (conv, 2x2 max pool, ReLU), the block's from
+    the gradient of its pooled output."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import torch
     from bench_lenet_roofline import layer_inputs, layer_kernels
 
     from classicnets import create_model
+    from classicnets.models.fused import conv_pool_relu
 
     torch.manual_seed(0)
     model = create_model("lenet5").to(memory_format=torch.channels_last)
+    f = model.features
     layers = layer_inputs(model, 4)
     assert [shape for _, _, shape in layers] == [(4, 1, 32, 32), (4, 6, 14, 14), (4, 400), (4, 120), (4, 84)]
+    fused = native.library("fused_blocks") is not None
+    from_pool = "backward from {}'s gradient, as the fused block runs it"
+    expected = {0: f" (native kernels; the {from_pool.format('pool1')})" if fused else " (native kernel)",
+                1: f" (native {from_pool.format('pool2')}; oneDNN's forward)" if fused else " (native input gradient)"}
+    blocks = {0: (f.pool1, f.act1), 1: (f.pool2, f.act2)}
     for i, (name, layer, shape) in enumerate(layers):
         k = layer_kernels(layer, shape, needs_input_grad=i > 0)
         # the convolutions as the step runs them: classicnets.native's kernels where they can be built
-        fused = native.library("fused_blocks") is not None
-        expected = {0: " (native kernel, in the step fused with pool1 and its ReLU)" if fused else " (native kernel)",
-                    1: " (native input gradient)"}.get(i, "")
-        if native.library("gray_conv") is None:
-            expected = ""
-        assert ("(native" in k["shape"]) == bool(expected) and k["shape"].endswith(expected), name
+        note = expected.get(i, "") if native.library("gray_conv") is not None else ""
+        assert ("(native" in k["shape"]) == bool(note) and k["shape"].endswith(note), name
+        assert (k["pooled_grad"] is not None) == (fused and i in blocks), name
         x = k["input"].clone().requires_grad_(i > 0)
-        out = layer(x)
-        torch.testing.assert_close(k["kernels"]["forward"](), out.detach(), msg=name)
-        out.backward(k["grad"])
+        torch.testing.assert_close(k["kernels"]["forward"](), layer(x).detach(), msg=name)
+        if k["pooled_grad"] is not None:
+            conv_pool_relu(x, layer, *blocks[i]).backward(k["pooled_grad"])
+        else:
+            layer(x).backward(k["grad"])
         grad_input, grad_weight, grad_bias = k["kernels"]["backward"]()
         torch.testing.assert_close(grad_weight, layer.weight.grad, msg=name)
         torch.testing.assert_close(grad_bias, layer.bias.grad, msg=name)
@@ -832,7 +840,7 @@ def test_only_the_native_rows_run_the_native_kernels(monkeypatch):
     assert used.pop(NATIVE_POOL) == (True, False, False, []), used
     assert used.pop(NATIVE_CONV) == (True, True, False, []), used
     assert used.pop(NATIVE_ALL) == (True, True, True, []), used
-    assert used.pop(NATIVE_FUSED) == (False, False, True, ["_GrayConvPoolReLU", "_PoolReLU"]), used
+    assert used.pop(NATIVE_FUSED) == (False, False, False, ["_ConvPoolReLU", "_GrayConvPoolReLU"]), used
     assert not any(any(kernels) for kernels in used.values()), used
 
 

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from classicnets import create_model, native
 from classicnets.models import conv, fused
-from classicnets.models.max_pool import MaxPool2d, pool_backward
+from classicnets.models.max_pool import MaxPool2d, pool_backward, pool_forward
 from test_native import lenet5_weights_after_six_steps, on_threads, same_bits
 from test_native_conv import assert_within_rounding
 
@@ -30,34 +30,39 @@ needs_native = pytest.mark.skipif(native.library("fused_blocks") is None,
 def fused_calls(monkeypatch) -> list:
     """Names of the fused functions as they run."""
     calls = []
-    for function in (fused._GrayConvPoolReLU, fused._PoolReLU):
+    for function in (fused._GrayConvPoolReLU, fused._ConvPoolReLU, fused._PoolReLU):
         apply, name = function.apply, function.__name__
         monkeypatch.setattr(function, "apply", lambda *a, name=name, apply=apply: calls.append(name) or apply(*a))
     return calls
 
 
 def lenet5_run(model: nn.Module, x: torch.Tensor, grad: torch.Tensor, fuse: bool, threads: int | None = None):
-    """(output, each parameter's gradient) of ``model`` on ``x``, fused or with the layers one by
-    one; one by one, also the gradient that reaches conv1's output (a hook on it keeps block 1
-    unfused, as one by one is)."""
+    """(output, each parameter's gradient, {conv: (its input, the gradient at its output)}) of
+    ``model`` on ``x``, fused (the dict empty) or with the layers one by one (their hooks keep
+    them so)."""
     model.zero_grad(set_to_none=True)
-    seen = []
-    handle = None if fuse else model.features.conv1.register_full_backward_hook(lambda m, gi, go: seen.append(go[0]))
+    seen, handles = {}, []
+    if not fuse:
+        for name in ("conv1", "conv2"):
+            conv = getattr(model.features, name)
+            handles += [conv.register_forward_hook(lambda m, i, o, name=name: seen.update({name: [i[0].detach()]})),
+                        conv.register_full_backward_hook(lambda m, gi, go, name=name: seen[name].append(go[0]))]
     try:
         with on_threads(threads), contextlib.nullcontext() if fuse else native.turned_off("fused_blocks"):
             out = model(x)
             out.backward(grad)
     finally:
-        if handle:
+        for handle in handles:
             handle.remove()
-    return out.detach(), [p.grad for p in model.parameters()], seen[0] if seen else None
+    return out.detach(), [p.grad for p in model.parameters()], seen
 
 
-def conv1_reference(x: torch.Tensor, conv1_grad: torch.Tensor) -> tuple[list, list]:
-    """conv1's weight and bias gradients in float64 from the gradient at its output, and their
-    scales (the same sums over absolute values, which bound float32 rounding)."""
-    x64, g64 = x.double(), conv1_grad.double()
-    weight = torch.zeros(g64.shape[1], 1, x.shape[2] - g64.shape[2] + 1, x.shape[3] - g64.shape[3] + 1,
+def conv_reference(x: torch.Tensor, conv_grad: torch.Tensor) -> tuple[list, list]:
+    """A stride-1 unpadded convolution's weight and bias gradients in float64 from its input and
+    the gradient at its output, and their scales (the same sums over absolute values, which bound
+    float32 rounding)."""
+    x64, g64 = x.double(), conv_grad.double()
+    weight = torch.zeros(g64.shape[1], x.shape[1], x.shape[2] - g64.shape[2] + 1, x.shape[3] - g64.shape[3] + 1,
                          dtype=torch.float64)
 
     def weight_grad(g, inputs):
@@ -68,14 +73,15 @@ def conv1_reference(x: torch.Tensor, conv1_grad: torch.Tensor) -> tuple[list, li
             [weight_grad(g64.abs(), x64.abs()), g64.abs().sum((0, 2, 3))])
 
 
-def assert_same_run(fused_run, one_by_one, x) -> None:
-    """The output and every gradient bit for bit, but conv1's weight and bias gradients (the first
-    two parameters): each within float32 rounding of float64."""
+def assert_same_run(fused_run, one_by_one) -> None:
+    """The output and every gradient bit for bit, but the convolutions' weight and bias gradients
+    (the first four parameters): each within float32 rounding of float64."""
     assert same_bits(fused_run[0], one_by_one[0])
-    assert all(same_bits(u, v) for u, v in zip(fused_run[1][2:], one_by_one[1][2:], strict=True))
-    ref, scale = conv1_reference(x, one_by_one[2])
-    for run in (fused_run, one_by_one):
-        assert_within_rounding(run[1][:2], ref, scale, names=("weight gradient", "bias gradient"))
+    assert all(same_bits(u, v) for u, v in zip(fused_run[1][4:], one_by_one[1][4:], strict=True))
+    for first, name in ((0, "conv1"), (2, "conv2")):
+        ref, scale = conv_reference(*one_by_one[2][name])
+        for run in (fused_run, one_by_one):
+            assert_within_rounding(run[1][first:first + 2], ref, scale, names=(f"{name} weight", f"{name} bias"))
 
 
 @needs_native
@@ -83,8 +89,8 @@ def assert_same_run(fused_run, one_by_one, x) -> None:
 @given(n=st.integers(1, 9), threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16),
        ties=st.booleans())
 def test_lenet5_fused_is_the_layers_one_by_one(n, threads, seed, ties):
-    """Bit for bit, but conv1's weight and bias gradients (to rounding). Three threads split the
-    work unevenly. ``ties``: images in a few grey levels and weights rounded, so windows hold
+    """Bit for bit, but the convolutions' weight and bias gradients (to rounding). Three threads
+    split the work unevenly. ``ties``: images in a few grey levels and weights rounded, so windows hold
     equal maxima."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -100,7 +106,7 @@ def test_lenet5_fused_is_the_layers_one_by_one(n, threads, seed, ties):
         calls = fused_calls(mp)
         one_pass = lenet5_run(model, x, grad, fuse=True, threads=threads)
     assert "_GrayConvPoolReLU" in calls
-    assert_same_run(one_pass, lenet5_run(model, x, grad, fuse=False, threads=threads), x)
+    assert_same_run(one_pass, lenet5_run(model, x, grad, fuse=False, threads=threads))
 
 
 @needs_native
@@ -152,9 +158,41 @@ def test_the_fused_weight_gradient_masks_as_pool_then_relu_backward_do(n, c, k, 
         fused_grads = conv.gray_weight_grads(x, grad, weight.shape, True, pooled=(out, winner))
         again = conv.gray_weight_grads(x, grad, weight.shape, True, pooled=(out, winner))
     expanded = pool_backward(grad, winner, (4, 2 * half_w), relu_out=out)
-    ref, scale = conv1_reference(x, expanded)
+    ref, scale = conv_reference(x, expanded)
     assert_within_rounding(fused_grads, ref, scale, names=("weight gradient", "bias gradient"))
     assert all(same_bits(a, b) for a, b in zip(fused_grads, again, strict=True))  # the same bits every time
+
+
+@needs_native
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 3), ci=st.integers(1, 8), co=st.integers(2, 20), k=st.integers(1, 7),
+       half_h=st.integers(1, 6), half_w=st.integers(1, 6), threads=st.sampled_from([1, 2, 3]),
+       seed=st.integers(0, 2**16))
+def test_the_second_blocks_gradients_come_from_the_pooled_gradient(n, ci, co, k, half_h, half_w, threads, seed):
+    """Block 2's backward reads the pooled gradient itself: its input gradient must be the native
+    input gradient of what the pool's own backward passes back, bit for bit; its weight and bias
+    gradients (the winners alone) that gradient's, to rounding. Outputs doctored to 0, -0.0 and
+    NaN, as in the first block's test."""
+    if ci * k > 32:
+        ci = 32 // k  # conv_pooled_weight_grad_supports: a patch row of at most 32 values
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, ci, 2 * half_h + k - 1, 2 * half_w + k - 1, generator=gen).contiguous(memory_format=CL)
+    weight, bias = torch.randn(co, ci, k, k, generator=gen), torch.randn(co, generator=gen)
+    out, winner = pool_forward(F.conv2d(x, weight, bias).contiguous(memory_format=CL), relu=True)
+    pick = torch.rand(out.shape, generator=gen)
+    out = out.masked_fill(pick < 0.1, 0.0).masked_fill(pick > 0.9, float("nan"))
+    out = out.masked_fill((pick > 0.45) & (pick < 0.5), -0.0).contiguous(memory_format=CL)
+    grad = torch.randn(out.shape, generator=gen).contiguous(memory_format=CL)
+    conv_hw = (2 * half_h, 2 * half_w)
+    with on_threads(threads):
+        grad_input = conv.pool_relu_input_grad(grad, out, winner, weight, conv_hw)
+        expanded = pool_backward(grad, winner, conv_hw, relu_out=out)
+        assert same_bits(grad_input, conv.input_grad(expanded, weight))
+        sums = conv.pooled_weight_grads(x, grad, out, winner, weight.shape, True)
+        again = conv.pooled_weight_grads(x, grad, out, winner, weight.shape, True)
+    ref, scale = conv_reference(x, expanded)
+    assert_within_rounding(sums, ref, scale, names=("weight gradient", "bias gradient"))
+    assert all(same_bits(a, b) for a, b in zip(sums, again, strict=True))  # the same bits every time
 
 
 @needs_native
@@ -171,7 +209,7 @@ def test_an_infinite_pixel_only_losers_see_does_not_spoil_the_fused_weight_gradi
     grad_weight, grad_bias = conv.gray_weight_grads(x, grad, weight.shape, True, pooled=(out, winner))
     assert torch.isfinite(grad_weight).all() and torch.isfinite(grad_bias).all()
     expanded = pool_backward(grad, winner, (6, 6), relu_out=out)
-    ref, scale = conv1_reference(x.nan_to_num(neginf=0.0), expanded)  # the loser's product is exactly 0
+    ref, scale = conv_reference(x.nan_to_num(neginf=0.0), expanded)  # the loser's product is exactly 0
     assert_within_rounding([grad_weight, grad_bias], ref, scale, names=("weight gradient", "bias gradient"))
 
 
@@ -179,7 +217,7 @@ def test_an_infinite_pixel_only_losers_see_does_not_spoil_the_fused_weight_gradi
 def test_lenet5_training_runs_the_fused_blocks_and_ends_where_the_layers_one_by_one_do(monkeypatch):
     calls = fused_calls(monkeypatch)
     one_pass = lenet5_weights_after_six_steps()
-    assert calls.count("_GrayConvPoolReLU") == 6 and calls.count("_PoolReLU") == 6
+    assert calls.count("_GrayConvPoolReLU") == 6 and calls.count("_ConvPoolReLU") == 6 and "_PoolReLU" not in calls
     calls.clear()
     one_by_one = lenet5_weights_after_six_steps(off=("fused_blocks",))
     assert not calls
@@ -194,7 +232,7 @@ def lenet5_and_batch():
 
 
 @needs_native
-@pytest.mark.parametrize("where", ["conv1", "pool1", "act1", "pool2", "act2", "global", "backward"])
+@pytest.mark.parametrize("where", ["conv1", "pool1", "act1", "conv2", "pool2", "act2", "global", "backward"])
 def test_a_hook_sees_every_layer_run(where, monkeypatch):
     """Hooks are how the layer table, explore and the experiments watch a layer: with one on any
     layer of a block, that block runs its layers one by one and the hook fires; a global hook
@@ -214,9 +252,10 @@ def test_a_hook_sees_every_layer_run(where, monkeypatch):
     finally:
         handle.remove()
     assert seen
-    in_block_1, in_block_2 = where in ("conv1", "pool1", "act1", "backward"), where in ("pool2", "act2")
+    in_block_1, in_block_2 = where in ("conv1", "pool1", "act1", "backward"), where in ("conv2", "pool2", "act2")
     assert ("_GrayConvPoolReLU" in calls) == in_block_2  # the other block still fuses
-    assert ("_PoolReLU" in calls) == in_block_1
+    assert ("_ConvPoolReLU" in calls) == in_block_1
+    assert ("_PoolReLU" in calls) == (where in ("conv1", "conv2"))  # a hook on a conv alone: its pool and ReLU fuse
     torch.testing.assert_close(out, model(x), rtol=0, atol=0)
 
 
@@ -244,8 +283,8 @@ def test_everything_else_runs_the_layers_one_by_one(case, monkeypatch):
         if case == "traced":
             monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
         model(x).sum().backward()
-    if case == "input needs a gradient":  # the first block's kernel gives the image none; the second fuses
-        assert calls == ["_PoolReLU"] and x.grad is not None
+    if case == "input needs a gradient":  # block 1: oneDNN's conv1 (the image needs a gradient), pool + ReLU fused
+        assert calls == ["_PoolReLU", "_ConvPoolReLU"] and x.grad is not None
     else:
         assert not calls
 

@@ -159,6 +159,45 @@ def input_grad(grad_out: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return grad_input
 
 
+def pool_relu_input_grad(grad_pooled: torch.Tensor, out: torch.Tensor, winner: torch.Tensor, weight: torch.Tensor,
+                         conv_hw: tuple[int, int]) -> torch.Tensor:
+    """:func:`input_grad` of a convolution whose output (``conv_hw``, both even) went through a 2x2
+    max pool and a ReLU, from the gradient of the pooled output (``out`` and ``winner``: the
+    pool's output and winners): the bits of :func:`input_grad` on what the pool's backward would
+    pass back, without making that full-size gradient (``classicnets.models.fused``)."""
+    n, co = grad_pooled.shape[:2]
+    _, ci, k, _ = weight.shape
+    ho, wo = conv_hw
+    grad_pooled = grad_pooled.contiguous(memory_format=_CL)
+    weight = weight.detach().contiguous()
+    grad_input = torch.empty((n, ci, ho + k - 1, wo + k - 1), memory_format=_CL)
+    failed = native.library("input_grad").conv_pool_relu_input_grad(
+        grad_pooled.data_ptr(), out.data_ptr(), winner.data_ptr(), weight.data_ptr(), grad_input.data_ptr(), n, ho,
+        wo, co, ci, k, torch.get_num_threads())
+    if failed:
+        raise MemoryError("the native convolution's input gradient could not allocate its buffers")
+    return grad_input
+
+
+def pooled_weight_grads(x: torch.Tensor, grad_pooled: torch.Tensor, out: torch.Tensor, winner: torch.Tensor,
+                        weight_shape: torch.Size, need_bias: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight gradient (and the bias gradient where ``need_bias``) of a stride-1 unpadded
+    convolution on ``x`` (channels-last) whose output went through a 2x2 max pool and a ReLU, from
+    the gradient of the pooled output: the pools' winners alone are summed (the others' gradients
+    are zero), so the values agree with the dense gradient's to rounding."""
+    n, ci, h, w = x.shape
+    co, _, k, _ = weight_shape
+    grad_pooled = grad_pooled.contiguous(memory_format=_CL)
+    grad_weight = torch.empty(weight_shape)
+    grad_bias = torch.empty(co) if need_bias else None
+    failed = native.library("input_grad").conv_pooled_weight_grad(
+        x.data_ptr(), grad_pooled.data_ptr(), out.data_ptr(), winner.data_ptr(), grad_weight.data_ptr(),
+        _address(grad_bias), n, h, w, ci, co, k, torch.get_num_threads())
+    if failed:
+        raise MemoryError("the native convolution's weight gradient could not allocate its partial sums")
+    return grad_weight, grad_bias
+
+
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` with the native kernels where they apply (see the module)."""
 

@@ -10,14 +10,17 @@ that needs no input gradient, :mod:`classicnets.native` runs them in fewer passe
   reads the pooled gradient itself: of each 2x2 window only the winner's convolution output
   reached the pooled output, so its taps' products are the only ones the weight gradient sums
   (a quarter of the multiply-adds), and the full-size gradient is never made.
-* **block 2**: oneDNN's convolution (with the native input gradient, :mod:`.conv`), then the max
-  pool and ReLU in one pass.
+* **block 2**: oneDNN's convolution, then the max pool and ReLU in one pass. The backward goes
+  from the pooled gradient straight to the convolution's three gradients (native kernels,
+  :mod:`.conv`): the input gradient scatters each window's gradient to its winner inside the
+  kernel's own transposition, and the weight and bias gradients sum the winners alone, so the
+  full-size gradient is never made and the pool has no backward pass of its own.
 
 Values and gradients are those of the three layers run one by one with the native kernels, bit
 for bit (``tests/test_fused.py``), which agree with PyTorch's own to rounding (:mod:`.conv`);
-conv1's weight and bias gradients, summed over the winners alone, agree with them to rounding.
-(They also differ where an input pixel is infinite: the layers one by one multiply it by the
-zero gradient of a losing position, which gives NaN; the fused block never does.)
+the convolutions' weight and bias gradients, summed over the winners alone, agree with them to
+rounding. (They also differ where an input value is infinite: the layers one by one multiply it
+by the zero gradient of a losing position, which gives NaN; the fused blocks never do.)
 The layers stay separate modules, so a model's printout, ``state_dict`` and layer table are
 unchanged; a forward or backward hook on any of them (``classicnets summary``, ``explore``,
 the experiments' probes), tracing, a dispatch mode, or any other setting runs them one by one.
@@ -26,12 +29,13 @@ the experiments' probes), tracing, a dispatch mode, or any other setting runs th
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.nn.modules import module as _module
 
 from .. import native
-from .conv import Conv2d, gray_pool_relu_forward, gray_weight_grads
+from .conv import Conv2d, gray_pool_relu_forward, gray_weight_grads, pool_relu_input_grad, pooled_weight_grads
 from .max_pool import MaxPool2d, native_input, pool_backward, pool_forward
 
 
@@ -72,6 +76,31 @@ class _PoolReLU(torch.autograd.Function):
         return pool_backward(grad_out, winner, (2 * out.shape[2], 2 * out.shape[3]), relu_out=out)
 
 
+class _ConvPoolReLU(torch.autograd.Function):
+    """Block 2: oneDNN's convolution, then the pool and ReLU in one pass; the backward goes from
+    the pooled gradient straight to the three gradients (the full-size one is never made)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        conv_out = F.conv2d(x, weight, bias).contiguous(memory_format=torch.channels_last)
+        out, winner = pool_forward(conv_out, relu=True)
+        ctx.save_for_backward(x, weight, out, winner)
+        ctx.conv_hw = tuple(conv_out.shape[2:])
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight, out, winner = ctx.saved_tensors
+        need_input, need_weight, need_bias = ctx.needs_input_grad
+        grad_input = grad_weight = grad_bias = None
+        if need_input:
+            grad_input = pool_relu_input_grad(grad_out, out, winner, weight, ctx.conv_hw)
+        if need_weight or need_bias:
+            grad_weight, grad_bias = pooled_weight_grads(x, grad_out, out, winner, weight.shape, need_bias)
+        return grad_input, grad_weight if need_weight else None, grad_bias
+
+
 def _hooked(modules: tuple[nn.Module, ...]) -> bool:
     """Whether a hook would see any of ``modules`` run: fusing them would hide it."""
     if (_module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks
@@ -97,9 +126,23 @@ def fuses_first_block(x: torch.Tensor, conv: nn.Module, pool: nn.Module, act: nn
     return conv.native_path(x) == "gray_conv" and (x.shape[2] - k + 1) % 2 == 0 and (x.shape[3] - k + 1) % 2 == 0
 
 
-def first_block(x: torch.Tensor, conv: Conv2d) -> torch.Tensor:
-    """relu(max_pool2d(conv(x), 2)) in one native kernel (ask :func:`fuses_first_block` first)."""
-    return _GrayConvPoolReLU.apply(x, conv.weight, conv.bias)
+def fuses_second_block(x: torch.Tensor, conv: nn.Module, pool: nn.Module, act: nn.Module) -> bool:
+    """Whether :func:`conv_pool_relu` may run ``act(pool(conv(x)))`` as :class:`_ConvPoolReLU`."""
+    if not (isinstance(conv, Conv2d) and _pool_relu(pool, act)) or _hooked((conv,)) or conv.out_channels < 2:
+        return False
+    k = conv.kernel_size[0]
+    return (conv.native_path(x) == "input_grad" and (x.shape[2] - k + 1) % 2 == 0 and (x.shape[3] - k + 1) % 2 == 0
+            and native.library("input_grad").conv_pooled_weight_grad_supports(conv.in_channels, k))
+
+
+def conv_pool_relu(x: torch.Tensor, conv: nn.Module, pool: nn.Module, act: nn.Module) -> torch.Tensor:
+    """``act(pool(conv(x)))``, one of lenet5's blocks: block 1's kernel, block 2's, or the pool
+    and ReLU in one pass after the convolution, where each applies; else the layers one by one."""
+    if fuses_first_block(x, conv, pool, act):
+        return _GrayConvPoolReLU.apply(x, conv.weight, conv.bias)
+    if fuses_second_block(x, conv, pool, act):
+        return _ConvPoolReLU.apply(x, conv.weight, conv.bias)
+    return pool_relu(conv(x), pool, act)
 
 
 def pool_relu(x: torch.Tensor, pool: nn.Module, act: nn.Module) -> torch.Tensor:

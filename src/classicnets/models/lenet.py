@@ -36,7 +36,7 @@ from torch import nn
 
 from .base import ClassicNet
 from .conv import Conv2d
-from .fused import first_block, fuses_first_block, pool_relu
+from .fused import conv_pool_relu
 from .max_pool import MaxPool2d
 from .registry import register_model
 
@@ -116,11 +116,8 @@ class LeNet5(ClassicNet):
         # The same layers and values, each block's pool and ReLU fused where the native kernels
         # apply (fused.py): training steps 1.18x faster at batch 128, 1.20x at 64
         # (benchmarks/results/avx512-bf16/lenet_step_ideas.md).
-        if fuses_first_block(x, f.conv1, f.pool1, f.act1):
-            x = first_block(x, f.conv1)
-        else:
-            x = f.act1(f.pool1(f.conv1(x)))
-        x = pool_relu(f.conv2(x), f.pool2, f.act2)
+        x = conv_pool_relu(x, f.conv1, f.pool1, f.act1)
+        x = conv_pool_relu(x, f.conv2, f.pool2, f.act2)
         for name in names[6:]:
             x = f._modules[name](x)
         return x

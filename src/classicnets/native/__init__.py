@@ -16,9 +16,11 @@ register idle because the layers have 6 channels, and fused forms of them for Le
   no padding), channels-last: LeNet-5's conv2 sends its gradient back onto 6 maps. Also to
   rounding, and the same bits whatever the thread count.
 * fused (``classicnets.models.fused``): the pool with a ReLU after it (``pool2x2.c``'s ``relu``),
-  and conv1 with its pool and ReLU in one pass each way (``conv_gray.c``), with the bits of the
-  layers run one by one, but for conv1's weight and bias gradients: the fused backward sums only
-  the pools' winners (the other positions' gradients are zero), so those agree to rounding.
+  conv1 with its pool and ReLU in one pass each way (``conv_gray.c``), and conv2's backward from
+  the gradient of its pooled output (``conv_input_grad.c``'s pooled entry and
+  ``conv_pooled_weight_grad.c``), with the bits of the layers run one by one, but for the
+  convolutions' weight and bias gradients: the fused backward sums only the pools' winners (the
+  other positions' gradients are zero), so those agree to rounding.
 
 How: the first use in a process compiles the sources with the machine's C compiler (``$CC``,
 else ``cc``; about a second) into one library in ``<cache>/native/`` (``$CLASSICNETS_CACHE``, else
@@ -50,10 +52,11 @@ from pathlib import Path
 import torch
 from torch.utils import _python_dispatch
 
-SOURCES = [Path(__file__).with_name(name) for name in ("pool2x2.c", "conv_gray.c", "conv_input_grad.c")]
+SOURCES = [Path(__file__).with_name(name)
+           for name in ("pool2x2.c", "conv_gray.c", "conv_input_grad.c", "conv_pooled_weight_grad.c")]
 # included by the sources: part of the library's hash
 HEADERS = [Path(__file__).with_name(name) for name in ("threads.h", "pool2x2.h")]
-ABI_VERSION = 3  # classicnets_native_abi_version() in pool2x2.c: a library that answers otherwise is rebuilt
+ABI_VERSION = 4  # classicnets_native_abi_version() in pool2x2.c: a library that answers otherwise is rebuilt
 # What turned_off() can name: the max pool, the one-channel convolution, a convolution's input
 # gradient, and lenet5's blocks with their pool and ReLU fused (classicnets.models.fused).
 KERNELS = ("pool", "gray_conv", "input_grad", "fused_blocks")
@@ -127,6 +130,9 @@ def _load(path: Path) -> ctypes.CDLL:
         "conv_gray_pool_relu_weight_grad": ([c_ptr] * 6 + [c_i64] * 5 + [c_int], c_int),
         "conv_input_grad_supports": ([c_i64, c_i64], c_int),
         "conv_input_grad": ([c_ptr, c_ptr, c_ptr, c_i64, c_i64, c_i64, c_i64, c_i64, c_i64, c_int], c_int),
+        "conv_pool_relu_input_grad": ([c_ptr] * 5 + [c_i64] * 6 + [c_int], c_int),
+        "conv_pooled_weight_grad_supports": ([c_i64, c_i64], c_int),
+        "conv_pooled_weight_grad": ([c_ptr] * 6 + [c_i64] * 6 + [c_int], c_int),
     }
     for name, (argtypes, restype) in signatures.items():
         function = getattr(lib, name)

@@ -257,8 +257,8 @@ static void band_all_taps(const Shape *s, const float *in, const float *band, in
    thread order, so a given thread count always gives the same bits. Returns 0, or -1 when memory
    ran out (nothing written). */
 #define BAND_ROWS 32
-static int weight_grads(const float *x, const float *grad, float *grad_weight, float *grad_bias, int64_t n, int64_t h, int64_t w, int64_t k, int64_t c,
-                        int threads)
+static int weight_grads(const float *x, const float *grad, float *grad_weight, float *grad_bias, int64_t n, int64_t h,
+                        int64_t w, int64_t k, int64_t c, int threads)
 {
     Shape s = shape_of(n, h, w, k, c, x);
     const int64_t kk = k * k, nv = (s.wo + 7) / 8, sums_size = (kk * c * 8 + c * 8 + 15) / 16 * 16, row = s.wo * c;
@@ -332,18 +332,6 @@ static inline __attribute__((always_inline)) void pooled_window(
     }
 }
 
-/* The gradient of the window at `at` (channels-last index), with the ReLU's rule (a NaN output
-   lets it through, as relu's backward does). */
-static inline float window_grad(const float *g, const float *out, int64_t at)
-{
-    uint32_t bits;
-    memcpy(&bits, g + at, sizeof bits);
-    bits &= -(uint32_t)!(out[at] <= 0.0f);
-    float masked;
-    memcpy(&masked, &bits, sizeof masked);
-    return masked;
-}
-
 /* Channel ch of image img over all its windows, into sums (K rows of 8 lanes): two sets of
    accumulators, even and odd windows, so that consecutive multiply-adds do not wait on each other. */
 static inline __attribute__((always_inline)) void pooled_channel(
@@ -359,16 +347,19 @@ static inline __attribute__((always_inline)) void pooled_channel(
         const int64_t at0 = py * pw * c + ch;
         int64_t px = 0;
         for (; px + 1 < pw; px += 2) {
-            const int64_t at = at0 + px * c;
-            pooled_window(s, row + 2 * px + corner[won[at]], window_grad(g, out, at), even, K, INSIDE);
-            pooled_window(s, row + 2 * px + 2 + corner[won[at + c]], window_grad(g, out, at + c), odd, K, INSIDE);
+            const int64_t at = at0 + px * c, next = at + c;
+            pooled_window(s, row + 2 * px + corner[won[at]], relu_masked_grad(g, out, at), even, K, INSIDE);
+            pooled_window(s, row + 2 * px + 2 + corner[won[next]], relu_masked_grad(g, out, next), odd, K, INSIDE);
         }
-        if (px < pw)
-            pooled_window(s, row + 2 * px + corner[won[at0 + px * c]], window_grad(g, out, at0 + px * c), even, K,
-                          INSIDE);
+        if (px < pw) {
+            const int64_t at = at0 + px * c;
+            pooled_window(s, row + 2 * px + corner[won[at]], relu_masked_grad(g, out, at), even, K, INSIDE);
+        }
     }
-    for (int ky = 0; ky < K; ky++)
-        _mm256_storeu_ps(sums + ky * 8, _mm256_add_ps(_mm256_loadu_ps(sums + ky * 8), _mm256_add_ps(even[ky], odd[ky])));
+    for (int ky = 0; ky < K; ky++) {
+        const __m256 both = _mm256_add_ps(even[ky], odd[ky]);
+        _mm256_storeu_ps(sums + ky * 8, _mm256_add_ps(_mm256_loadu_ps(sums + ky * 8), both));
+    }
 }
 
 #define POOLED_CHANNEL(K) (i + 1 < n ? pooled_channel(&s, img, g, o, won, ch, dst, K, 1) \

@@ -170,4 +170,4 @@ void pool2x2_backward(const float *grad_out, const uint8_t *winner, const float 
 
 /* The version of every kernel's calling convention in the library (ABI_VERSION in __init__.py): the
    build checks that the library it loads is this one. */
-int classicnets_native_abi_version(void) { return 3; }
+int classicnets_native_abi_version(void) { return 4; }
