@@ -375,8 +375,9 @@ def decisions_section(results: dict, machine: str | None = None) -> list[str]:
          "**kept** (CPU, channels-last float32, up to 8 input channels; PyTorch's kernel elsewhere)",
          native_kernel_evidence(NATIVE_ALL, NATIVE_CONV, machine)),
         ("LeNet-5's conv - max pool - ReLU blocks with their pool and ReLU fused (`classicnets.models.fused`: "
-         "conv1, its pool and ReLU as one native kernel each way, conv2's pool and ReLU as another; the same "
-         "values and gradients bit for bit, but conv1's weight and bias gradients, to rounding)",
+         "conv1, its pool and ReLU as one native kernel each way; conv2's pool and ReLU as one pass, and its "
+         "backward from the pooled gradient; the same values and gradients bit for bit, but the convolutions' "
+         "weight and bias gradients, to rounding)",
          "**kept** (CPU, channels-last float32, no hook on the block's layers; the layers one by one elsewhere)",
          native_kernel_evidence(NATIVE_FUSED, NATIVE_ALL, machine)),
         ("LeNet-5's first max pool + ReLU another way: default layout, strided maxima with a hand-written "
