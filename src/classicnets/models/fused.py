@@ -1,12 +1,12 @@
 """lenet5's two conv - max pool - ReLU blocks with their pool and ReLU fused, on CPU.
 
 ``lenet5`` (max pooling, ReLU) runs each block as convolution, 2x2 max pool, ReLU
-(``LeNet5``'s docstring says why the pool comes first). On a channels-last float32 CPU batch
-that needs no input gradient, :mod:`classicnets.native` runs them in fewer passes:
+(``LeNet5``'s docstring says why the pool comes first). On channels-last float32 CPU tensors,
+:mod:`classicnets.native` runs them in fewer passes:
 
-* **block 1** (one-channel images, 6 maps): the convolution, its pool and its ReLU in one
-  kernel. The convolution's 28x28 output, four times the size of what the block hands on, never
-  goes to memory: each pair of its rows is pooled while it sits in the L1 cache. The backward
+* **block 1** (one-channel images that need no gradient, as a training step's do not; 6 maps):
+  the convolution, its pool and its ReLU in one kernel. The convolution's 28x28 output, four
+  times the size of what the block hands on, never goes to memory: each pair of its rows is pooled while it sits in the L1 cache. The backward
   reads the pooled gradient itself: of each 2x2 window only the winner's convolution output
   reached the pooled output, so its taps' products are the only ones the weight gradient sums
   (a quarter of the multiply-adds), and the full-size gradient is never made.
