@@ -6,10 +6,11 @@
 
 * **block 1** (one-channel images that need no gradient, as a training step's do not; 6 maps):
   the convolution, its pool and its ReLU in one kernel. The convolution's 28x28 output, four
-  times the size of what the block hands on, never goes to memory: each pair of its rows is pooled while it sits in the L1 cache. The backward
-  reads the pooled gradient itself: of each 2x2 window only the winner's convolution output
-  reached the pooled output, so its taps' products are the only ones the weight gradient sums
-  (a quarter of the multiply-adds), and the full-size gradient is never made.
+  times the size of what the block hands on, never goes to memory: each pair of its rows is
+  pooled while it sits in the L1 cache. The backward reads the pooled gradient itself: of each
+  2x2 window only the winner's convolution output reached the pooled output, so its taps'
+  products are the only ones the weight gradient sums (a quarter of the multiply-adds), and the
+  full-size gradient is never made.
 * **block 2**: oneDNN's convolution, then the max pool and ReLU in one pass. The backward goes
   from the pooled gradient straight to the convolution's three gradients (native kernels,
   :mod:`.conv`): the input gradient scatters each window's gradient to its winner inside the
