@@ -120,7 +120,7 @@ def _pool_relu(pool: nn.Module, act: nn.Module) -> bool:
 
 
 def fuses_first_block(x: torch.Tensor, conv: nn.Module, pool: nn.Module, act: nn.Module) -> bool:
-    """Whether :func:`first_block` may run ``act(pool(conv(x)))`` fused."""
+    """Whether :func:`conv_pool_relu` may run ``act(pool(conv(x)))`` as :class:`_GrayConvPoolReLU`."""
     if not (isinstance(conv, Conv2d) and _pool_relu(pool, act)) or _hooked((conv,)):
         return False
     k = conv.kernel_size[0]
