@@ -55,7 +55,7 @@ from torch.utils import _python_dispatch
 SOURCES = [Path(__file__).with_name(name)
            for name in ("pool2x2.c", "conv_gray.c", "conv_input_grad.c", "conv_pooled_weight_grad.c")]
 # included by the sources: part of the library's hash
-HEADERS = [Path(__file__).with_name(name) for name in ("threads.h", "pool2x2.h")]
+HEADERS = [Path(__file__).with_name(name) for name in ("threads.h", "pool2x2.h", "loads.h")]
 ABI_VERSION = 4  # classicnets_native_abi_version() in pool2x2.c: a library that answers otherwise is rebuilt
 # What turned_off() can name: the max pool, the one-channel convolution, a convolution's input
 # gradient, and lenet5's blocks with their pool and ReLU fused (classicnets.models.fused).

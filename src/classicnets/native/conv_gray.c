@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <immintrin.h>
+#include "loads.h"
 #include "pool2x2.h"
 #include "threads.h"
 
@@ -57,16 +58,9 @@ static Shape shape_of(int64_t n, int64_t h, int64_t w, int64_t k, int64_t c, con
     return s;
 }
 
-/* 8 input values from p: a full load where they all lie inside the image (all but the very end
-   of it); at the end a masked load of those that do. Lanes past the image belong to positions
-   past the output row, which are never stored. */
-static inline __m256 load_run(const Shape *s, const float *p)
-{
-    if (p + 8 <= s->end) return _mm256_loadu_ps(p);
-    const int64_t inside = s->end - p;
-    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)inside),
-                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-}
+/* 8 input values from p (loads.h: none read past the batch's last image). Lanes past the image
+   belong to positions past the output row, which are never stored. */
+static inline __m256 load_run(const Shape *s, const float *p) { return load_before(p, s->end); }
 
 /* Channels ch0 .. ch0 + CH - 1 of one output row, BLOCK registers of 8 positions at a time (CH
    and BLOCK are constants at every call, so the CH x BLOCK accumulators stay in registers). For
@@ -168,15 +162,13 @@ int conv_gray_pool_relu_forward(const float *x, const float *weight, const float
    positions of one channel and the input it meets is a plain load of 8 consecutive input values
    (no lane permutation per tap). sums[((tap * c) + ch) * 8 + l] collects the products of lane l.
 
-   transpose_row writes the transposed row (unless grad is NULL: then `transposed` holds it
-   already) and adds it to the bias sums. */
+   transpose_row writes the transposed row and adds it to the bias sums. */
 static inline void transpose_row(const Shape *s, const float *grad, float *bias_sums, float *transposed,
                                  int64_t nv)
 {
     const int64_t wo = s->wo, c = s->c, stride = nv * 8;
-    if (grad)
-        for (int64_t x = 0; x < wo; x++)
-            for (int64_t ch = 0; ch < c; ch++) transposed[ch * stride + x] = grad[x * c + ch];
+    for (int64_t x = 0; x < wo; x++)
+        for (int64_t ch = 0; ch < c; ch++) transposed[ch * stride + x] = grad[x * c + ch];
     for (int64_t ch = 0; ch < c; ch++) {
         __m256 sum = _mm256_loadu_ps(bias_sums + ch * 8);
         for (int64_t v = 0; v < nv; v++)
@@ -209,8 +201,7 @@ static inline __attribute__((always_inline)) void band_taps(
             for (int t = 0; t < KX; t++)
                 x[t] = v < nv - 1 ? _mm256_loadu_ps(run + t + 8 * v) : _mm256_maskload_ps(run + t + 8 * v, last);
             for (int j = 0; j < CH; j++) {
-                __m256 gv = _mm256_loadu_ps(g + j * stride + 8 * v);
-                __asm__("" : "+x"(gv));  /* one load, in a register: not a memory operand of each multiply-add */
+                const __m256 gv = _mm256_loadu_ps(g + j * stride + 8 * v);
                 for (int t = 0; t < KX; t++) acc[j][t] = _mm256_fmadd_ps(x[t], gv, acc[j][t]);
             }
         }

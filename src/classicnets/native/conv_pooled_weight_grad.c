@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <immintrin.h>
+#include "loads.h"
 #include "pool2x2.h"
 #include "threads.h"
 
@@ -37,19 +38,9 @@ int conv_pooled_weight_grad_supports(int64_t ci, int64_t k)
 }
 
 typedef struct {
-    int64_t h, w, ci, co, k, ph, pw, row;  /* row: a patch row's values, k * ci */
-    const float *end;                       /* one past the last input value */
+    int64_t h, w, ci, co, k, ph, pw;
+    const float *end;  /* one past the last input value */
 } Shape;
-
-/* 8 input values from p; at the end of the input a masked load of those inside it (lanes past a
-   patch row's k * ci values are summed but never stored). */
-static inline __m256 load_inside(const Shape *s, const float *p, const int INSIDE)
-{
-    if (INSIDE || p + 8 <= s->end) return _mm256_loadu_ps(p);
-    const int64_t inside = s->end - p;
-    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)inside),
-                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-}
 
 /* Output channel o of one image: patch rows ky0 .. ky0 + ROWS - 1, NREG registers each, summed over
    every window into sums (row ky at sums + ky * 8 * MAX_NREG). ROWS x NREG <= MAX_ACC accumulators
@@ -72,9 +63,11 @@ static inline __attribute__((always_inline)) float channel_rows(
             const __m256 gv = _mm256_set1_ps(grad);
             bias += grad;
             for (int r = 0; r < ROWS; r++)
-                for (int v = 0; v < NREG; v++)
-                    acc[r * NREG + v] = _mm256_fmadd_ps(load_inside(s, patch + r * line + 8 * v, INSIDE), gv,
-                                                        acc[r * NREG + v]);
+                for (int v = 0; v < NREG; v++) {  /* lanes past a patch row's k * ci values: never stored */
+                    const float *p = patch + r * line + 8 * v;
+                    const __m256 in = INSIDE ? _mm256_loadu_ps(p) : load_before(p, s->end);
+                    acc[r * NREG + v] = _mm256_fmadd_ps(in, gv, acc[r * NREG + v]);
+                }
         }
     for (int r = 0; r < ROWS; r++)
         for (int v = 0; v < NREG; v++) {
@@ -112,9 +105,9 @@ int conv_pooled_weight_grad(const float *x, const float *grad, const float *out,
                             int64_t co, int64_t k, int threads)
 {
     Shape s;
-    s.h = h; s.w = w; s.ci = ci; s.co = co; s.k = k; s.ph = (h - k + 1) / 2; s.pw = (w - k + 1) / 2; s.row = k * ci;
+    s.h = h; s.w = w; s.ci = ci; s.co = co; s.k = k; s.ph = (h - k + 1) / 2; s.pw = (w - k + 1) / 2;
     s.end = x + n * h * w * ci;
-    const int64_t nreg = (s.row + 7) / 8, rows = MAX_ACC / nreg < k ? MAX_ACC / nreg : k;
+    const int64_t nreg = (k * ci + 7) / 8, rows = MAX_ACC / nreg < k ? MAX_ACC / nreg : k;
     const int64_t sums_size = co * k * 8 * MAX_NREG, per_thread = sums_size + co, pooled = s.ph * s.pw * co;
     if (threads < 1) threads = 1;
     float *buffers = calloc((size_t)(threads * per_thread), sizeof(float));

@@ -103,7 +103,7 @@ static void pool2x2_row_backward(const float *g_row, const uint8_t *won, const f
                 _mm256_storeu_ps(q + k, _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(pos, at_bottom)), g));
             }
             for (; k < c; k++) {
-                float g = out && out[j * c + k] <= 0.0f ? 0.0f : g_row[j * c + k];
+                const float g = out ? relu_masked_grad(g_row, out, j * c + k) : g_row[j * c + k];
                 int pos = won[j * c + k];
                 p[k] = pos == side ? g : 0.0f;
                 q[k] = pos == 2 + side ? g : 0.0f;
