@@ -119,30 +119,27 @@ def _pool_relu(pool: nn.Module, act: nn.Module) -> bool:
             and not _hooked((pool, act)))
 
 
-def fuses_first_block(x: torch.Tensor, conv: nn.Module, pool: nn.Module, act: nn.Module) -> bool:
-    """Whether :func:`conv_pool_relu` may run ``act(pool(conv(x)))`` as :class:`_GrayConvPoolReLU`."""
+def _fused_block(x: torch.Tensor, conv: nn.Module, pool: nn.Module, act: nn.Module) -> type | None:
+    """The kernel that may run ``act(pool(conv(x)))`` in one: :class:`_GrayConvPoolReLU` (block 1),
+    :class:`_ConvPoolReLU` (block 2), or None. The checks they share run once a call."""
     if not (isinstance(conv, Conv2d) and _pool_relu(pool, act)) or _hooked((conv,)):
-        return False
-    k = conv.kernel_size[0]
-    return conv.native_path(x) == "gray_conv" and (x.shape[2] - k + 1) % 2 == 0 and (x.shape[3] - k + 1) % 2 == 0
-
-
-def fuses_second_block(x: torch.Tensor, conv: nn.Module, pool: nn.Module, act: nn.Module) -> bool:
-    """Whether :func:`conv_pool_relu` may run ``act(pool(conv(x)))`` as :class:`_ConvPoolReLU`."""
-    if not (isinstance(conv, Conv2d) and _pool_relu(pool, act)) or _hooked((conv,)) or conv.out_channels < 2:
-        return False
-    k = conv.kernel_size[0]
-    return (conv.native_path(x) == "input_grad" and (x.shape[2] - k + 1) % 2 == 0 and (x.shape[3] - k + 1) % 2 == 0
-            and native.library("input_grad").conv_pooled_weight_grad_supports(conv.in_channels, k))
+        return None
+    path, k = conv.native_path(x), conv.kernel_size[0]
+    if path is None or (x.shape[2] - k + 1) % 2 or (x.shape[3] - k + 1) % 2:
+        return None
+    if path == "gray_conv":
+        return _GrayConvPoolReLU
+    if conv.out_channels > 1 and native.library("input_grad").conv_pooled_weight_grad_supports(conv.in_channels, k):
+        return _ConvPoolReLU
+    return None
 
 
 def conv_pool_relu(x: torch.Tensor, conv: nn.Module, pool: nn.Module, act: nn.Module) -> torch.Tensor:
     """``act(pool(conv(x)))``, one of lenet5's blocks: block 1's kernel, block 2's, or the pool
     and ReLU in one pass after the convolution, where each applies; else the layers one by one."""
-    if fuses_first_block(x, conv, pool, act):
-        return _GrayConvPoolReLU.apply(x, conv.weight, conv.bias)
-    if fuses_second_block(x, conv, pool, act):
-        return _ConvPoolReLU.apply(x, conv.weight, conv.bias)
+    block = _fused_block(x, conv, pool, act)
+    if block is not None:
+        return block.apply(x, conv.weight, conv.bias)
     return pool_relu(conv(x), pool, act)
 
 
